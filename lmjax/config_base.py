@@ -1,0 +1,47 @@
+"""Defaults shared by the experiment configs in experiments/ (each overrides what it needs).
+
+Every field can be overridden on the command line: --config.model.num_layers=4.
+"""
+
+import ml_collections
+
+from lmjax import sharding
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 32
+  c.eval_batch_size = 32
+  c.seq_len = 128
+  c.num_train_steps = 1000
+  c.label_smoothing = 0.0
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint = ml_collections.ConfigDict({'every': 500, 'max_to_keep': 3,
+                                            'async_save': True})
+
+  c.model = ml_collections.ConfigDict({
+      'name': 'transformer', 'd_model': 512, 'num_heads': 8, 'num_layers': 6, 'd_ff': 2048,
+      'max_len': 1024, 'dropout_rate': 0.1, 'attention_dropout_rate': 0.0,
+      'position': 'learned', 'tie_embeddings': True, 'scan_layers': True, 'remat': 'none',
+      'dtype': 'float32'})
+
+  c.data = ml_collections.ConfigDict({
+      'source': 'synthetic', 'train': '', 'eval': '', 'name': '', 'train_split': 'train',
+      'eval_split': 'validation', 'data_dir': '', 'text_key': '',
+      'tokenizer': 'word', 'vocab_size': 8000, 'spm_model': '', 'spm_type': 'unigram',
+      'synthetic_lines': 20000, 'synthetic_eval_lines': 2000, 'seed': 0})
+
+  c.optimizer = ml_collections.ConfigDict({
+      'name': 'adamw', 'learning_rate': 1e-3, 'warmup_steps': 100, 'schedule': 'cosine',
+      'min_lr_ratio': 0.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-9, 'weight_decay': 0.01,
+      'momentum': 0.0, 'grad_clip_norm': 1.0, 'decay_after_epochs': 4, 'decay_factor': 0.5})
+
+  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
+  c.logical_axis_rules = [list(r) for r in sharding.DEFAULT_RULES]
+
+  c.sample = ml_collections.ConfigDict({'num_samples': 4, 'prompt_tokens': 3,
+                                        'max_new_tokens': 20, 'temperature': 0.8, 'top_k': 0,
+                                        'top_p': 0.95})
+  return c

@@ -1,0 +1,222 @@
+"""Language-modelling input: corpus -> tokenizer -> token stream -> batches.
+
+config.data fields:
+  source: synthetic | text | tfds
+  train, eval: file paths (text); name, train_split, eval_split, data_dir (tfds)
+  tokenizer: word | sentencepiece | char;  vocab_size (sentencepiece), spm_model (a trained
+    .model file to load instead of training one), spm_type (unigram | bpe)
+  synthetic_lines, synthetic_eval_lines, seed (synthetic)
+
+Every line becomes its tokens followed by <eos>, and the split is one stream that starts with
+<eos>, so every token of the split (each <eos> included) is predicted exactly once. Train
+batches are windows of seq_len+1 tokens with stride seq_len, shuffled per epoch (`WindowIterator`)
+or fed in order as contiguous streams for truncated BPTT (`BpttIterator`). Both iterators are
+deterministic and expose get_state()/set_state() so that a checkpoint can resume them exactly.
+"""
+
+import dataclasses
+import os
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from lmjax.data import synthetic, text, tokenizers
+from lmjax.errors import UserError
+
+
+@dataclasses.dataclass
+class Corpus:
+  """A tokenized split and what per-word and per-byte metrics need."""
+  stream: np.ndarray  # int32 [N + 1]: <eos>, tokens of line 1, <eos>, tokens of line 2, ...
+  num_words: int  # whitespace words + one <eos> per line
+  num_bytes: int  # UTF-8 bytes, one newline per line
+  num_oov: int = 0  # words mapped to <unk> (word-level tokenizers)
+
+  @property
+  def num_predictions(self) -> int:
+    return len(self.stream) - 1
+
+
+def _raw_lines(cfg: Any, split: str) -> list[str]:
+  if cfg.source == 'synthetic':
+    n = cfg.synthetic_lines if split == 'train' else cfg.synthetic_eval_lines
+    return synthetic.generate_lines(n, cfg.seed + (0 if split == 'train' else 1))
+  if cfg.source == 'text':
+    path = cfg.train if split == 'train' else cfg.eval
+    if not path:
+      raise UserError(f'config.data.{split} must be set for data.source=text')
+    return text.read_lines(path, what=f'config.data.{split}')
+  if cfg.source == 'tfds':
+    from lmjax.data import tfds_source  # tensorflow_datasets is slow to import
+    return tfds_source.load_text_split(
+        cfg.name, cfg.train_split if split == 'train' else cfg.eval_split,
+        text_key=cfg.get('text_key') or None, data_dir=cfg.get('data_dir') or None)
+  raise UserError(f'config.data.source: unknown source {cfg.source!r} (synthetic, text, tfds)')
+
+
+def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
+  """The workdir's tokenizer if one was saved there (a resumed run), else a new one."""
+  saved = os.path.join(workdir, 'tokenizer') if workdir else None
+  if saved and os.path.exists(os.path.join(saved, 'tokenizer.json')):
+    tok = tokenizers.load_tokenizer(saved)
+    if cfg.get('spm_model'):
+      given = tokenizers.SentencePieceTokenizer.load(cfg.spm_model)
+      if given.fingerprint() != tok.fingerprint():
+        raise UserError(f'config.data.spm_model={cfg.spm_model} does not match the tokenizer '
+                        f'saved with the checkpoints in {saved}')
+    return tok
+  kind = cfg.tokenizer
+  if kind == 'word':
+    tok = tokenizers.WordVocab.build(train_lines)
+  elif kind in ('sentencepiece', 'char'):
+    if cfg.get('spm_model'):
+      tok = tokenizers.SentencePieceTokenizer.load(cfg.spm_model)
+    else:
+      tok = tokenizers.SentencePieceTokenizer.train(
+          train_lines, vocab_size=cfg.vocab_size,
+          model_type='char' if kind == 'char' else cfg.get('spm_type', 'unigram'))
+  else:
+    raise UserError(f'config.data.tokenizer: unknown tokenizer {kind!r} '
+                    '(word, sentencepiece, char)')
+  if saved:
+    os.makedirs(saved, exist_ok=True)
+    tok.save(saved)
+  return tok
+
+
+def encode_corpus(lines: list[str], tok: Any) -> Corpus:
+  pieces = [np.asarray([tok.eos_id], np.int32)]
+  num_words = num_oov = 0
+  word_level = isinstance(tok, tokenizers.WordVocab)
+  for line in lines:
+    if word_level:
+      ids, oov = tok.encode_with_oov(line)
+      num_oov += oov
+    else:
+      ids = tok.encode(line)
+    pieces.append(np.asarray(ids + [tok.eos_id], np.int32))
+    num_words += len(line.split()) + 1
+  return Corpus(stream=np.concatenate(pieces), num_words=num_words,
+                num_bytes=text.count_utf8_bytes(lines), num_oov=num_oov)
+
+
+def load_lm_data(cfg: Any, workdir: Optional[str]):
+  """Returns (tokenizer, train Corpus, eval Corpus)."""
+  train_lines = _raw_lines(cfg, 'train')
+  eval_lines = _raw_lines(cfg, 'eval')
+  tok = build_tokenizer(cfg, train_lines, workdir)
+  return tok, encode_corpus(train_lines, tok), encode_corpus(eval_lines, tok)
+
+
+def _window_batch(stream: np.ndarray, starts: np.ndarray, seq_len: int) -> dict:
+  idx = starts[:, None] + np.arange(seq_len + 1)  # [B, T+1]
+  valid = idx < len(stream)
+  w = stream[np.minimum(idx, len(stream) - 1)] * valid
+  return {'inputs': w[:, :-1].astype(np.int32), 'targets': w[:, 1:].astype(np.int32),
+          'weights': valid[:, 1:].astype(np.float32)}
+
+
+class WindowIterator:
+  """Shuffled non-overlapping windows: batch [B, T] of inputs/targets/weights, endless."""
+
+  def __init__(self, stream: np.ndarray, batch_size: int, seq_len: int, seed: int):
+    self.stream, self.batch_size, self.seq_len, self.seed = stream, batch_size, seq_len, seed
+    self.num_windows = (len(stream) - 1) // seq_len
+    self.steps_per_epoch = self.num_windows // batch_size
+    if self.steps_per_epoch == 0:
+      raise UserError(f'the training split has {len(stream) - 1} tokens: too few for one batch '
+                      f'of config.batch_size={batch_size} x config.seq_len={seq_len}')
+    self.epoch, self.index = 0, 0
+
+  def get_state(self) -> dict:
+    return {'epoch': self.epoch, 'index': self.index}
+
+  def set_state(self, state: dict) -> None:
+    self.epoch, self.index = int(state['epoch']), int(state['index'])
+
+  def __iter__(self) -> Iterator[dict]:
+    return self
+
+  def __next__(self) -> dict:
+    if self.index >= self.steps_per_epoch:
+      self.epoch, self.index = self.epoch + 1, 0
+    order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_windows)
+    sel = order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
+    self.index += 1
+    return _window_batch(self.stream, sel * self.seq_len, self.seq_len)
+
+
+def bptt_layout(stream: np.ndarray, batch_size: int, seq_len: int, pad: bool):
+  """Split the stream into batch_size contiguous rows: (data [B, N+1], valid [B, N+1]).
+
+  pad=False drops the remainder (training); pad=True keeps every token, padding the last row.
+  Row r holds tokens r*N .. (r+1)*N, one token of overlap so each row's targets follow on.
+  """
+  n = len(stream) - 1
+  per_row = -(-n // batch_size) if pad else n // batch_size
+  if per_row < 1 or (not pad and per_row < seq_len):
+    raise UserError(f'the split has {n} tokens: too few for config.batch_size={batch_size} '
+                    f'streams of config.seq_len={seq_len}')
+  idx = np.arange(batch_size)[:, None] * per_row + np.arange(per_row + 1)  # [B, N+1]
+  valid = idx <= n
+  return stream[np.minimum(idx, n)] * valid, valid
+
+
+class BpttIterator:
+  """Stateful truncated BPTT: consecutive windows of each contiguous stream, in order.
+
+  'reset' is 1 on the first window of each epoch: the trainer zeroes the carried state then.
+  """
+
+  def __init__(self, stream: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
+    del seed  # the order is fixed by definition
+    self.data, _ = bptt_layout(stream, batch_size, seq_len, pad=False)
+    self.seq_len = seq_len
+    self.steps_per_epoch = (self.data.shape[1] - 1) // seq_len
+    self.epoch, self.index = 0, 0
+
+  get_state = WindowIterator.get_state
+  set_state = WindowIterator.set_state
+
+  def __iter__(self) -> Iterator[dict]:
+    return self
+
+  def __next__(self) -> dict:
+    if self.index >= self.steps_per_epoch:
+      self.epoch, self.index = self.epoch + 1, 0
+    s = self.index * self.seq_len
+    w = self.data[:, s:s + self.seq_len + 1]
+    self.index += 1
+    b = w.shape[0]
+    return {'inputs': w[:, :-1].astype(np.int32), 'targets': w[:, 1:].astype(np.int32),
+            'weights': np.ones((b, self.seq_len), np.float32),
+            'reset': np.asarray(1 if s == 0 else 0, np.int32)}
+
+
+def eval_batches(stream: np.ndarray, batch_size: int, seq_len: int,
+                 stateful: bool) -> list[dict]:
+  """Batches that predict every token of the split once; padding has weight 0.
+
+  stateful=False: independent windows (Transformer); the window count is padded to a multiple
+  of the batch size. stateful=True: contiguous rows fed in order (RNN with carried state).
+  """
+  if stateful:
+    data, valid = bptt_layout(stream, batch_size, seq_len, pad=True)
+    steps = -(-(data.shape[1] - 1) // seq_len)
+    out = []
+    for i in range(steps):
+      s = i * seq_len
+      w = np.zeros((batch_size, seq_len + 1), np.int32)
+      v = np.zeros((batch_size, seq_len + 1), bool)
+      chunk = data[:, s:s + seq_len + 1]
+      w[:, :chunk.shape[1]] = chunk
+      v[:, :chunk.shape[1]] = valid[:, s:s + seq_len + 1]
+      out.append({'inputs': w[:, :-1], 'targets': w[:, 1:],
+                  'weights': v[:, 1:].astype(np.float32),
+                  'reset': np.asarray(1 if i == 0 else 0, np.int32)})
+    return out
+  num_windows = -(-(len(stream) - 1) // seq_len)
+  num_windows = -(-num_windows // batch_size) * batch_size
+  starts = np.arange(num_windows) * seq_len
+  return [_window_batch(stream, starts[i:i + batch_size], seq_len)
+          for i in range(0, num_windows, batch_size)]

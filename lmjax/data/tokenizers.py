@@ -1,0 +1,350 @@
+"""Tokenizers: a word vocabulary and SentencePiece, behind one small protocol.
+
+Every tokenizer has `kind`, `vocab_size`, `pad_id` (always 0, so batches pad with zeros and masks
+are `ids != 0`), `eos_id`, `bos_id`, `unk_id`, `encode(text)` (no eos added: the pipelines append
+it), `decode(ids)` (skips pad/bos/eos), `save(directory)` and `fingerprint()`.
+`load_tokenizer(directory)` reads what `save` wrote: a `tokenizer.json` naming the kind and its
+files, plus those files (a plain vocabulary list or a SentencePiece model proto). Nothing is ever
+unpickled.
+
+Language modelling on raw text feeds one line at a time and ends each line with eos, so a newline
+*is* eos; neither tokenizer needs a newline symbol.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import itertools
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+from etils import epath
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as sp_model_pb2
+
+from lmjax.errors import UserError
+
+TOKENIZER_JSON = 'tokenizer.json'
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+  """What the data pipelines, metrics and decoding rely on."""
+  kind: str
+  vocab_size: int
+  pad_id: int
+  eos_id: int
+  bos_id: int
+  unk_id: int
+
+  def encode(self, text: str) -> list[int]:
+    ...
+
+  def decode(self, ids: Iterable[int]) -> str:
+    ...
+
+  def save(self, directory: str | os.PathLike) -> None:
+    ...
+
+  def fingerprint(self) -> str:
+    ...
+
+
+def _write_tokenizer_json(directory: epath.Path, tok: Tokenizer, files: dict[str, str]) -> None:
+  meta = {'kind': tok.kind, 'files': files, 'vocab_size': tok.vocab_size,
+          'fingerprint': tok.fingerprint()}
+  (directory / TOKENIZER_JSON).write_text(json.dumps(meta, indent=2) + '\n')
+
+
+def _check_ids(ids: Iterable[int], vocab_size: int) -> list[int]:
+  ids = [int(i) for i in ids]  # Accepts numpy / jax arrays too.
+  bad = [i for i in ids if not 0 <= i < vocab_size]
+  if bad:
+    # Loud on purpose: a model whose output layer is padded past the vocabulary can sample such ids.
+    raise ValueError(f'token id {bad[0]} is outside the vocabulary [0, {vocab_size})')
+  return ids
+
+
+# ----------------------------------------------------------------------------- word vocabulary
+
+
+class WordVocab:
+  """Whitespace-split words for pre-tokenized corpora such as PTB.
+
+  Ids: `<pad>`=0, `<eos>`=1, `<unk>`=2, then words by frequency (descending), ties alphabetical, so
+  the same corpus always gives the same ids. A corpus that already contains `<unk>` (PTB) shares the
+  special entry. There is no separate bos: `bos_id == eos_id`, as in the classic LM setup where the
+  previous sentence's eos starts the next. A literal `<pad>` in the text encodes as unknown, so it
+  can never be confused with padding.
+  """
+  kind = 'word'
+  PAD, EOS, UNK = '<pad>', '<eos>', '<unk>'
+  SPECIALS = (PAD, EOS, UNK)
+  VOCAB_FILE = 'vocab.txt'
+
+  def __init__(self, tokens: Sequence[str]):
+    tokens = tuple(tokens)
+    if tokens[:len(self.SPECIALS)] != self.SPECIALS:
+      raise ValueError(f'a word vocabulary starts with {self.SPECIALS}, got {tokens[:3]}')
+    if len(set(tokens)) != len(tokens):
+      raise ValueError('word vocabulary has duplicate tokens')
+    if any(not t or t != t.strip() or len(t.split()) != 1 for t in tokens):
+      raise ValueError('word vocabulary tokens must be non-empty and contain no whitespace')
+    self._tokens = tokens
+    self._ids = {t: i for i, t in enumerate(tokens)}
+    self._ids.pop(self.PAD)  # Text never encodes to padding.
+    self.pad_id, self.eos_id, self.unk_id = 0, 1, 2
+    self.bos_id = self.eos_id
+    self.vocab_size = len(tokens)
+
+  @classmethod
+  def build(cls, lines: Iterable[str], max_size: int | None = None,
+            min_count: int = 1) -> WordVocab:
+    """Counts the words of `lines`.
+
+    Args:
+      lines: text lines; words are split on whitespace.
+      max_size: largest `vocab_size`, specials included (None: no limit).
+      min_count: drop words seen fewer times.
+
+    Returns:
+      The vocabulary.
+    """
+    if max_size is not None and max_size < len(cls.SPECIALS) + 1:
+      raise UserError(f'word vocabulary max_size={max_size} leaves no room for words '
+                      f'(it includes the {len(cls.SPECIALS)} special tokens)')
+    counts = collections.Counter(itertools.chain.from_iterable(line.split() for line in lines))
+    for special in cls.SPECIALS:
+      counts.pop(special, None)
+    words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    if not words:
+      raise UserError(f'cannot build a word vocabulary: no word occurs {min_count}+ times')
+    if max_size is not None:
+      words = words[:max_size - len(cls.SPECIALS)]
+    return cls(cls.SPECIALS + tuple(words))
+
+  @property
+  def tokens(self) -> tuple[str, ...]:
+    """All entries, indexed by id."""
+    return self._tokens
+
+  def encode_with_oov(self, text: str) -> tuple[list[int], int]:
+    """Returns the ids of `text`'s words and how many of them were out of vocabulary."""
+    ids = [self._ids.get(w, -1) for w in text.split()]
+    n_oov = ids.count(-1)
+    if n_oov:
+      ids = [self.unk_id if i < 0 else i for i in ids]
+    return ids, n_oov
+
+  def encode(self, text: str) -> list[int]:
+    return self.encode_with_oov(text)[0]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    skip = (self.pad_id, self.eos_id, self.bos_id)
+    return ' '.join(self._tokens[i] for i in _check_ids(ids, self.vocab_size) if i not in skip)
+
+  def fingerprint(self) -> str:
+    # JSON of the token list: unambiguous, and independent of how the file was written.
+    return hashlib.sha256(json.dumps([self.kind, self._tokens]).encode('utf-8')).hexdigest()
+
+  def save(self, directory: str | os.PathLike) -> None:
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / self.VOCAB_FILE).write_text('\n'.join(self._tokens) + '\n')
+    _write_tokenizer_json(directory, self, {'vocab': self.VOCAB_FILE})
+
+  @classmethod
+  def from_file(cls, path: str | os.PathLike) -> WordVocab:
+    """Reads a vocabulary written by `save` (one token per line, in id order)."""
+    path = epath.Path(path)
+    try:
+      text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+      raise UserError(f'cannot read word vocabulary {path}: {e}') from None
+    try:
+      return cls(text.split('\n')[:-1] if text.endswith('\n') else text.split('\n'))
+    except ValueError as e:
+      raise UserError(f'word vocabulary {path} is malformed: {e}') from None
+
+  def __repr__(self) -> str:
+    return f'WordVocab(vocab_size={self.vocab_size})'
+
+
+# ----------------------------------------------------------------------------- SentencePiece
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece model (unigram, BPE or char), kept as its serialized proto.
+
+  Whitespace is kept faithfully: training uses the 'identity' normalization and keeps repeated
+  spaces, so `decode(encode(s)) == s` for any line whose characters are in the vocabulary (tabs
+  included; without byte fallback, unseen characters decode as ' ⁇ '). Unigram/BPE models add a
+  dummy leading space so the first word of a line tokenizes like any other; char models do not, so
+  each character is exactly one token.
+
+  Ids of models trained here: pad 0, eos 1, unk 2, bos 3. A loaded model must have pad 0 and eos and
+  unk ids; one without bos uses eos as bos.
+  """
+  kind = 'sentencepiece'
+  MODEL_FILE = 'spm.model'
+
+  def __init__(self, model_proto: bytes, *, source: str = 'SentencePiece model'):
+    self._proto = bytes(model_proto)
+    self._fingerprint = None
+    try:
+      self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+    except (RuntimeError, OSError, ValueError) as e:
+      first = (str(e).strip().splitlines() or [''])[0]
+      raise UserError(f'{source} is not a valid SentencePiece model: {first}') from None
+    sp = self._sp
+    if sp.pad_id() != 0 or sp.eos_id() < 0 or sp.unk_id() < 0:
+      raise UserError(f'{source} has pad/eos/unk ids {sp.pad_id()}/{sp.eos_id()}/{sp.unk_id()}; '
+                      'lmjax needs pad id 0 and eos and unk ids')
+    self.pad_id, self.eos_id, self.unk_id = 0, sp.eos_id(), sp.unk_id()
+    self.bos_id = sp.bos_id() if sp.bos_id() >= 0 else self.eos_id
+    self.vocab_size = sp.get_piece_size()
+
+  @classmethod
+  def train(cls, lines: Iterable[str], vocab_size: int | None = None, *,
+            model_type: str = 'unigram', character_coverage: float = 1.0, seed: int = 0,
+            byte_fallback: bool = False, user_defined_symbols: Sequence[str] = (),
+            add_dummy_prefix: bool | None = None, max_sentence_length: int = 16384,
+            input_sentence_size: int = 0, num_threads: int = 16
+            ) -> SentencePieceTokenizer:
+    """Trains a model in-process on `lines` (blank lines are skipped).
+
+    Args:
+      lines: training text, one sentence/line per item.
+      vocab_size: target size, specials included; an upper bound (small corpora give fewer pieces
+        instead of an error). Required for unigram/BPE; for char, None keeps every character.
+      model_type: 'unigram', 'bpe' or 'char'.
+      character_coverage: fraction of characters the vocabulary must cover (1.0: all).
+      seed: seeds SentencePiece's sampling (global to the process).
+      byte_fallback: spell unseen characters as UTF-8 byte pieces instead of unk.
+      user_defined_symbols: strings always kept as one piece.
+      add_dummy_prefix: prepend a space to each line; None: True except for char models.
+      max_sentence_length: longer lines (in bytes) are left out of training (not of encoding).
+      input_sentence_size: train on a random sample of this many lines (0: all).
+      num_threads: trainer threads. The pieces depend on it, so the default is fixed (16,
+        SentencePiece's own) rather than the machine's core count.
+
+    Returns:
+      The trained tokenizer.
+    """
+    if model_type not in ('unigram', 'bpe', 'char'):
+      raise UserError(f"SentencePiece model_type must be 'unigram', 'bpe' or 'char', "
+                      f'got {model_type!r}')
+    if vocab_size is None and model_type != 'char':
+      raise UserError(f'SentencePiece {model_type} training needs a vocab_size')
+    if add_dummy_prefix is None:
+      add_dummy_prefix = model_type != 'char'
+    options = dict(
+        model_type=model_type, character_coverage=character_coverage,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=3,
+        pad_piece='<pad>', eos_piece='</s>', unk_piece='<unk>', bos_piece='<s>',
+        # Keep text as is: no NFKC, no collapsing of repeated spaces.
+        normalization_rule_name='identity', remove_extra_whitespaces=False,
+        add_dummy_prefix=add_dummy_prefix, byte_fallback=byte_fallback,
+        hard_vocab_limit=False,  # Small corpora yield fewer pieces instead of failing.
+        max_sentence_length=max_sentence_length, input_sentence_size=input_sentence_size,
+        shuffle_input_sentence=True, num_threads=num_threads,
+        minloglevel=2)
+    if user_defined_symbols:
+      options['user_defined_symbols'] = list(user_defined_symbols)
+    if vocab_size is None:
+      options.update(vocab_size=8, use_all_vocab=True)  # Char: every character seen.
+    else:
+      options['vocab_size'] = vocab_size
+    spm.set_random_generator_seed(seed)
+    writer = io.BytesIO()
+    try:
+      spm.SentencePieceTrainer.train(
+          sentence_iterator=(line for line in lines if line), model_writer=writer, **options)
+    except RuntimeError as e:
+      if 'sentences_.empty()' in str(e):
+        raise UserError('cannot train SentencePiece: the training text has no non-blank '
+                        'line') from None
+      first = (str(e).strip().splitlines() or [''])[0]
+      raise UserError(f'SentencePiece training failed: {first}') from None
+    return cls(writer.getvalue())
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> SentencePieceTokenizer:
+    """Reads a `.model` file (a serialized SentencePiece ModelProto)."""
+    path = epath.Path(path)
+    if not path.is_file():
+      raise UserError(f'SentencePiece model not found: {path}')
+    return cls(path.read_bytes(), source=f'SentencePiece model {path}')
+
+  @property
+  def model_proto(self) -> bytes:
+    return self._proto
+
+  def id_to_piece(self, i: int) -> str:
+    return self._sp.id_to_piece(int(i))
+
+  def encode(self, text: str) -> list[int]:
+    return self._sp.encode(text, out_type=int)
+
+  def decode(self, ids: Iterable[int]) -> str:
+    skip = (self.pad_id, self.eos_id, self.bos_id)
+    return self._sp.decode([i for i in _check_ids(ids, self.vocab_size) if i not in skip])
+
+  def fingerprint(self) -> str:
+    # Pieces, scores and normalization all change what ids a text gets; the trainer spec (thread
+    # count, sampling sizes) does not, so it is left out of the hash.
+    if self._fingerprint is None:
+      model = sp_model_pb2.ModelProto.FromString(self._proto)
+      model.ClearField('trainer_spec')
+      self._fingerprint = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    return self._fingerprint
+
+  def save(self, directory: str | os.PathLike) -> None:
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / self.MODEL_FILE).write_bytes(self._proto)
+    _write_tokenizer_json(directory, self, {'model': self.MODEL_FILE})
+
+  # Pickling (for multiprocess data workers) carries the proto bytes, never a processor object.
+  def __getstate__(self) -> dict[str, bytes]:
+    return {'model_proto': self._proto}
+
+  def __setstate__(self, state: dict[str, bytes]) -> None:
+    self.__init__(state['model_proto'])
+
+  def __repr__(self) -> str:
+    return f'SentencePieceTokenizer(vocab_size={self.vocab_size})'
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
+  """Reads a tokenizer saved by `save(directory)`, checking its files against its fingerprint."""
+  directory = epath.Path(directory)
+  meta_path = directory / TOKENIZER_JSON
+  if not meta_path.is_file():
+    raise UserError(f'no tokenizer found: {meta_path} does not exist')
+  try:
+    meta = json.loads(meta_path.read_text())
+    kind, files = meta['kind'], meta['files']
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f'{meta_path} is malformed: {type(e).__name__}: {e}') from None
+  try:
+    if kind == WordVocab.kind:
+      tok = WordVocab.from_file(directory / files['vocab'])
+    elif kind == SentencePieceTokenizer.kind:
+      tok = SentencePieceTokenizer.load(directory / files['model'])
+    else:
+      raise UserError(f"{meta_path}: unknown tokenizer kind {kind!r} "
+                      f"(known: '{WordVocab.kind}', '{SentencePieceTokenizer.kind}')")
+  except (KeyError, TypeError) as e:
+    raise UserError(f'{meta_path}: missing file entry {e}') from None
+  expected = meta.get('fingerprint')
+  if expected is not None and expected != tok.fingerprint():
+    raise UserError(f'tokenizer files in {directory} do not match the fingerprint in {meta_path}')
+  return tok

@@ -1,0 +1,89 @@
+"""Model families and how the trainer builds them from config.model.
+
+A family is a module class with a frozen config dataclass, plus an adapter that the one trainer
+calls: `apply(params, inputs, carry, deterministic, rngs) -> (logits, carry)`. Stateful families
+(RNNs under truncated BPTT) carry a recurrent state between windows; the Transformer's carry is
+None.
+"""
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax.numpy as jnp
+
+from lmjax.errors import UserError
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class LMFamily:
+  config: Any  # the family's frozen config dataclass
+  make: Callable[[bool], Any]  # deterministic -> flax module
+  stateful: bool
+  init_carry: Callable[[int], Any]  # batch_size -> carry pytree (None when not stateful)
+  apply: Callable[..., Any]  # (module, variables, inputs, carry, rngs) -> (logits, carry)
+
+
+def dataclass_from_config(cls, model_cfg: Any, **extra) -> Any:
+  """Build a frozen config dataclass from config.model, naming unknown fields."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  values = dict(extra)
+  for key, value in model_cfg.items():
+    if key == 'name':
+      continue
+    if key == 'dtype':
+      if value not in DTYPES:
+        raise UserError(f'config.model.dtype: {value!r} is not one of {sorted(DTYPES)}')
+      values['compute_dtype'] = DTYPES[value]
+      continue
+    if key not in names:
+      raise UserError(f'config.model.{key}: not a field of {cls.__name__} '
+                      f'(model {model_cfg.name!r})')
+    values[key] = tuple(value) if isinstance(value, list) else value
+  return cls(**values)
+
+
+def _transformer(model_cfg: Any, vocab_size: int) -> LMFamily:
+  from lmjax.models import transformer
+  cfg = dataclass_from_config(transformer.TransformerConfig, model_cfg, vocab_size=vocab_size)
+  if cfg.d_model % cfg.num_heads:
+    raise UserError(f'config.model.num_heads={cfg.num_heads} does not divide '
+                    f'config.model.d_model={cfg.d_model}')
+  if cfg.position not in ('learned', 'sinusoidal', 'rotary'):
+    raise UserError(f'config.model.position: {cfg.position!r} is not learned, sinusoidal '
+                    'or rotary')
+  if cfg.remat not in transformer.REMAT_POLICIES:
+    raise UserError(f'config.model.remat: {cfg.remat!r} is not one of '
+                    f'{sorted(transformer.REMAT_POLICIES)}')
+
+  def apply(module, variables, inputs, carry, rngs):
+    return module.apply(variables, inputs, rngs=rngs), carry
+
+  return LMFamily(config=cfg, make=lambda det: transformer.TransformerLM(cfg, det),
+                  stateful=False, init_carry=lambda b: None, apply=apply)
+
+
+def _rnn(model_cfg: Any, vocab_size: int) -> LMFamily:
+  from lmjax.models import rnn
+  cfg = dataclass_from_config(rnn.RNNLMConfig, model_cfg, vocab_size=vocab_size)
+
+  def apply(module, variables, inputs, carry, rngs):
+    return module.apply(variables, inputs, carry, rngs=rngs)
+
+  return LMFamily(config=cfg, make=lambda det: rnn.RNNLM(cfg, deterministic=det),
+                  stateful=True, init_carry=lambda b: rnn.init_carry(cfg, b), apply=apply)
+
+
+FAMILIES = {'transformer': _transformer, 'rnn': _rnn}
+
+
+def build_lm(model_cfg: Any, vocab_size: int) -> LMFamily:
+  if model_cfg.name not in FAMILIES:
+    raise UserError(f'config.model.name: unknown model {model_cfg.name!r} '
+                    f'(one of {sorted(FAMILIES)})')
+  return FAMILIES[model_cfg.name](model_cfg, vocab_size)
+
+
+def max_len(family: LMFamily) -> Optional[int]:
+  return getattr(family.config, 'max_len', None)

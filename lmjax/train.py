@@ -1,0 +1,322 @@
+"""train_and_evaluate(config, workdir): the one train/eval loop for every language model.
+
+Sections: config checks -> mesh -> input -> model -> sharded state -> jitted steps ->
+checkpoint restore -> loop (log, eval, checkpoint) -> final eval and samples.
+
+The train state is a plain dict {'step', 'params', 'opt_state', 'rng'[, 'carry']}. It is created
+already sharded: its shapes come from jax.eval_shape, its shardings from the parameters' logical
+axis names and the config's rules, and the init function is jitted with those out_shardings.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lmjax import checkpoint, metrics, models, optim, sharding
+from lmjax.data import lm as lm_data
+from lmjax.errors import UserError
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0):
+  """Per-token NLL [B, T] in float32 (with optional label smoothing)."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, T, V]
+  nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  if label_smoothing:
+    nll = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
+  return nll
+
+
+def _reset_carry(carry: Any, reset: jax.Array) -> Any:
+  return jax.tree.map(lambda c: jnp.where(reset > 0, jnp.zeros_like(c), c), carry)
+
+
+def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float):
+  """Pure train and eval steps over the state dict."""
+  train_model, eval_model = family.make(False), family.make(True)
+
+  def train_step(state, batch):
+    rng, dropout_rng = jax.random.split(state['rng'])
+    carry = state.get('carry')
+    if family.stateful:
+      carry = _reset_carry(carry, batch['reset'])
+
+    def loss_fn(params):
+      logits, new_carry = family.apply(train_model, {'params': params}, batch['inputs'], carry,
+                                       {'dropout': dropout_rng})
+      nll = cross_entropy(logits, batch['targets'], label_smoothing) * batch['weights']
+      return nll.sum() / jnp.maximum(batch['weights'].sum(), 1.0), new_carry
+
+    (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    new_state = dict(state, step=state['step'] + 1, rng=rng, opt_state=opt_state,
+                     params=optax.apply_updates(state['params'], updates))
+    if family.stateful:
+      new_state['carry'] = jax.lax.stop_gradient(new_carry)  # truncated BPTT boundary
+    out = {'loss': loss, 'grad_norm': optax.global_norm(grads), 'lr': schedule(state['step']),
+           'tokens': batch['weights'].sum()}
+    return new_state, out
+
+  def eval_step(params, batch, carry):
+    if family.stateful:
+      carry = _reset_carry(carry, batch['reset'])
+    logits, carry = family.apply(eval_model, {'params': params}, batch['inputs'], carry, {})
+    nll = cross_entropy(logits, batch['targets']) * batch['weights']
+    return nll.sum(), batch['weights'].sum(), carry
+
+  return train_step, eval_step
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything the loop and the tools (generate, tests) need, built from a config."""
+  config: Any
+  mesh: Any
+  rules: tuple
+  family: models.LMFamily
+  tokenizer: Any
+  train: lm_data.Corpus
+  eval: lm_data.Corpus
+  tx: Any
+  schedule: Any
+  state_shapes: Any
+  state_sharding: Any
+  batch_sharding: Any
+  init_fn: Any
+
+
+def check_config(config: Any) -> None:
+  for field in ('batch_size', 'eval_batch_size', 'seq_len', 'num_train_steps'):
+    if int(config[field]) <= 0:
+      raise UserError(f'config.{field} must be positive, got {config[field]}')
+
+
+def setup(config: Any, workdir: str | None) -> Setup:
+  check_config(config)
+  # --- mesh ---
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules_from_config(config.logical_axis_rules)
+  sharding.check_batch(config.batch_size, mesh)
+  sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')
+  # --- input ---
+  tok, train_corpus, eval_corpus = lm_data.load_lm_data(config.data, workdir)
+  # --- model ---
+  family = models.build_lm(config.model, tok.vocab_size)
+  max_len = models.max_len(family)
+  if max_len is not None and config.seq_len > max_len:
+    raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
+  steps_per_epoch = None
+  if family.stateful:
+    steps_per_epoch = lm_data.BpttIterator(train_corpus.stream, config.batch_size,
+                                           config.seq_len).steps_per_epoch
+  else:
+    steps_per_epoch = lm_data.WindowIterator(train_corpus.stream, config.batch_size,
+                                             config.seq_len, 0).steps_per_epoch
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps, steps_per_epoch)
+
+  # --- sharded state ---
+  init_model = family.make(True)
+  dummy = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
+
+  def boxed_params(rng):
+    carry = family.init_carry(config.batch_size)
+    variables = (init_model.init(rng, dummy) if not family.stateful
+                 else init_model.init(rng, dummy, carry))
+    return variables['params']
+
+  def init_fn(rng):
+    params_rng, rng = jax.random.split(rng)
+    params = nn.meta.unbox(boxed_params(params_rng))
+    state = {'step': jnp.zeros((), jnp.int32), 'params': params,
+             'opt_state': tx.init(params), 'rng': rng}
+    if family.stateful:
+      state['carry'] = family.init_carry(config.batch_size)
+    return state
+
+  rng0 = jax.random.PRNGKey(config.seed)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    param_sharding = sharding.logical_to_sharding(jax.eval_shape(boxed_params, rng0), mesh, rules)
+    state_shapes = jax.eval_shape(init_fn, rng0)
+  repl = sharding.replicated(mesh)
+  state_sharding = {
+      'step': repl, 'rng': repl, 'params': param_sharding,
+      'opt_state': optax.tree_map_params(tx, lambda _, s: s, state_shapes['opt_state'],
+                                         param_sharding, transform_non_params=lambda _: repl)}
+  if family.stateful:
+    state_sharding['carry'] = jax.tree.map(
+        lambda c: sharding.batch_sharding(mesh, c.ndim), state_shapes['carry'])
+  return Setup(config=config, mesh=mesh, rules=rules, family=family, tokenizer=tok,
+               train=train_corpus, eval=eval_corpus, tx=tx, schedule=schedule,
+               state_shapes=state_shapes, state_sharding=state_sharding,
+               batch_sharding=sharding.batch_sharding(mesh), init_fn=init_fn)
+
+
+def _put(batch: dict, s: Setup) -> dict:
+  """Host numpy batch -> global arrays sharded over the data axes."""
+  out = {}
+  for k, v in batch.items():
+    sh = s.batch_sharding if v.ndim == 2 else sharding.replicated(s.mesh)
+    out[k] = jax.make_array_from_process_local_data(sh, v, v.shape)
+  return out
+
+
+def compile_steps(s: Setup):
+  train_step, eval_step = make_steps(s.family, s.tx, s.schedule,
+                                     s.config.get('label_smoothing', 0.0))
+  batch_keys = ('inputs', 'targets', 'weights') + (('reset',) if s.family.stateful else ())
+  batch_sh = {k: s.batch_sharding if k != 'reset' else sharding.replicated(s.mesh)
+              for k in batch_keys}
+  repl = sharding.replicated(s.mesh)
+  carry_sh = s.state_sharding.get('carry')
+  p_train = jax.jit(train_step, in_shardings=(s.state_sharding, batch_sh),
+                    out_shardings=(s.state_sharding, repl), donate_argnums=0)
+  p_eval = jax.jit(eval_step, in_shardings=(s.state_sharding['params'], batch_sh, carry_sh),
+                   out_shardings=(repl, repl, carry_sh))
+  p_init = jax.jit(s.init_fn, out_shardings=s.state_sharding)
+  return p_init, p_train, p_eval
+
+
+def evaluate(s: Setup, p_eval, params, batch_size: int) -> dict:
+  """Perplexity over every token of the eval split."""
+  batches = lm_data.eval_batches(s.eval.stream, batch_size, s.config.seq_len,
+                                 stateful=s.family.stateful)
+  carry = s.family.init_carry(batch_size)
+  total_nll, total_tokens = 0.0, 0.0
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    for batch in batches:
+      nll, n, carry = p_eval(params, _put(batch, s), carry)
+      total_nll += float(nll)
+      total_tokens += float(n)
+  assert int(total_tokens) == s.eval.num_predictions, (total_tokens, s.eval.num_predictions)
+  word_level = s.config.data.tokenizer == 'word'
+  return metrics.lm_report(total_nll, total_tokens,
+                           None if word_level else s.eval.num_words, s.eval.num_bytes)
+
+
+def sample_text(s: Setup, params, num: int, prompt_tokens: int, num_new: int, seed: int,
+                temperature: float, top_k: int, top_p: float) -> list[tuple[str, str]]:
+  """Continuations of the first words of a few eval lines."""
+  if s.family.stateful:
+    return []
+  from lmjax import decoding
+  stream = s.eval.stream
+  eos_positions = np.flatnonzero(stream == s.tokenizer.eos_id)[:-1]
+  prompts = []
+  for pos in eos_positions:
+    ids = stream[pos + 1:pos + 1 + prompt_tokens]
+    if len(ids) == prompt_tokens and s.tokenizer.eos_id not in ids:
+      prompts.append(ids)
+    if len(prompts) == num:
+      break
+  if not prompts:
+    return []
+  prompt = np.stack(prompts).astype(np.int32)
+  host_params = jax.device_get(params)
+  out = decoding.generate(host_params, jnp.asarray(prompt), jax.random.PRNGKey(seed),
+                          config=s.family.config, num_new=num_new, temperature=temperature,
+                          top_k=top_k, top_p=top_p)
+  res = []
+  for p, o in zip(prompt, np.asarray(out)):
+    o = list(o)
+    if s.tokenizer.eos_id in o:
+      o = o[:o.index(s.tokenizer.eos_id)]
+    res.append((s.tokenizer.decode(list(p)), s.tokenizer.decode(o)))
+  return res
+
+
+def _meta(s: Setup) -> dict:
+  return {'config': json.loads(s.config.to_json_best_effort()),
+          'vocab_size': int(s.tokenizer.vocab_size),
+          'tokenizer_fingerprint': s.tokenizer.fingerprint()}
+
+
+def train_and_evaluate(config: Any, workdir: str) -> dict:
+  """Trains config.num_train_steps steps; returns the final eval report."""
+  is_main = jax.process_index() == 0
+  s = setup(config, workdir)
+  logging.info('mesh %s; vocab %d; train %d tokens, eval %d tokens', dict(s.mesh.shape),
+               s.tokenizer.vocab_size, s.train.num_predictions, s.eval.num_predictions)
+  p_init, p_train, p_eval = compile_steps(s)
+  it_cls = lm_data.BpttIterator if s.family.stateful else lm_data.WindowIterator
+  train_iter = it_cls(s.train.stream, config.batch_size, config.seq_len, config.seed)
+
+  # --- state: restore the latest checkpoint or initialise ---
+  mngr = checkpoint.manager(workdir, config.checkpoint.max_to_keep,
+                            config.checkpoint.get('async_save', True))
+  if mngr.latest_step() is not None:
+    meta = checkpoint.read_meta(mngr)
+    checkpoint.check_meta(meta, s.tokenizer.vocab_size, s.tokenizer.fingerprint(),
+                          f'workdir {workdir}')
+    abstract = checkpoint.abstract_with_sharding(s.state_shapes, s.state_sharding)
+    step0, restored = checkpoint.restore(mngr, abstract, items=('state', 'data'))
+    state = restored.state
+    train_iter.set_state(restored.data)
+    logging.info('resumed from checkpoint step %d in %s', step0, mngr.directory)
+    print(f'resuming from step {step0}', flush=True)
+  else:
+    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+      state = p_init(jax.random.PRNGKey(config.seed))
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state['params']))
+  print(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)}; '
+        f'vocab {s.tokenizer.vocab_size}; train {s.train.num_predictions:,} tokens',
+        flush=True)
+
+  writer = metrics.MetricWriter(workdir, enabled=is_main)
+  step = int(state['step'])
+  total = config.num_train_steps
+  pending, t_last, step_last, t_start = [], time.time(), step, time.time()
+  report = None
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    while step < total:
+      batch = _put(next(train_iter), s)
+      state, out = p_train(state, batch)
+      step += 1
+      pending.append(out)
+      if step % config.log_every == 0 or step == total:
+        fetched = jax.device_get(pending)
+        now = time.time()
+        loss = float(np.mean([o['loss'] for o in fetched]))
+        if not math.isfinite(loss):
+          raise UserError(f'loss is {loss} at step {step}; last checkpoint: '
+                          f'{mngr.latest_step()}')
+        tokens = float(np.sum([o['tokens'] for o in fetched]))
+        tps = tokens / max(now - t_last, 1e-9)
+        eta = (total - step) * (now - t_last) / max(step - step_last, 1)
+        scal = {'loss': loss, 'lr': float(fetched[-1]['lr']),
+                'grad_norm': float(fetched[-1]['grad_norm']), 'tokens_per_sec': tps}
+        writer.write(step, 'train', scal)
+        print(f'step {step}/{total}  loss {loss:.4f}  lr {scal["lr"]:.2e}  '
+              f'tokens/s {tps:,.0f}  eta {eta:.0f}s', flush=True)
+        pending, t_last, step_last = [], now, step
+      if step % config.eval_every == 0 or step == total:
+        report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
+        writer.write(step, 'eval', report)
+        extra = ''.join(f'  {k} {report[k]:.3f}' for k in ('word_ppl', 'bpb') if k in report)
+        print(f'eval step {step}: ppl {report["ppl"]:.3f} over {report["tokens"]:,} tokens'
+              f'{extra}', flush=True)
+        t_last = time.time()  # do not count eval time in tokens/s
+      if step % config.checkpoint.every == 0 or step == total:
+        checkpoint.save(mngr, step, state, train_iter.get_state(), _meta(s))
+  mngr.wait_until_finished()
+  mngr.close()
+  if report is None:
+    report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
+  wall = time.time() - t_start
+  print(f'done: {step} steps in {wall:.0f}s; eval ppl {report["ppl"]:.3f} '
+        f'(uniform {s.tokenizer.vocab_size})', flush=True)
+  smp = config.sample
+  if smp.num_samples:
+    for prompt, cont in sample_text(s, state['params'], smp.num_samples, smp.prompt_tokens,
+                                    smp.max_new_tokens, config.seed, smp.temperature,
+                                    smp.top_k, smp.top_p):
+      print(f'sample: {prompt} -> {cont}', flush=True)
+  writer.close()
+  return report
