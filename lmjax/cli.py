@@ -1,10 +1,11 @@
 """Shared entry-point plumbing: one-line errors, --debug for tracebacks."""
 
+import logging as py_logging
 import os
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from lmjax.errors import UserError
 
@@ -17,8 +18,20 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     msg = ' '.join(str(e).split())
-    print(f'error: {msg}', file=sys.stderr)
-    sys.exit(2)
+  except (AttributeError, KeyError) as e:
+    # ml_collections reports an unknown --config.a.b field this way; its message is a repr
+    # of a repr ("'\\'b\\'\\nDid you mean ...'").
+    text = str(e.args[0] if e.args else e).encode().decode('unicode_escape')
+    lines = [ln.strip('\\\'" ') for ln in text.splitlines()] or ['']
+    overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    msg = f'unknown config field {lines[0]}'
+    if len(lines) > 1:
+      msg += ' (' + ' '.join(lines[1:]) + ')'
+    bad = [o for o in overrides if o.rsplit('.', 1)[-1] == lines[0]]
+    if bad:
+      msg = f'flag {bad[0]}: {msg}'
+  print(f'error: {msg}', file=sys.stderr)
+  sys.exit(2)
 
 
 def check_workdir(path: str, must_exist: bool = False) -> str:
@@ -41,6 +54,10 @@ def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with UserError -> one line on stderr and exit status 2."""
 
   def wrapped(argv):
+    if not flags.FLAGS.debug and not flags.FLAGS['verbosity'].present:
+      # orbax and jax log every step at INFO, through absl and through the root logger.
+      logging.set_verbosity(logging.WARNING)
+      py_logging.getLogger().setLevel(py_logging.WARNING)
     try:
       main(argv)
     except UserError as e:
@@ -49,4 +66,6 @@ def run(main: Callable[[list[str]], None]) -> None:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
 
+  # JAX logs at INFO while importing (e.g. the missing TPU runtime); keep start-up quiet.
+  py_logging.getLogger('jax._src.xla_bridge').setLevel(py_logging.WARNING)
   app.run(wrapped, flags_parser=_parse_flags)

@@ -7,7 +7,6 @@ Restarting the same command with the same workdir resumes from the latest checkp
 """
 
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from lmjax import cli
@@ -24,8 +23,6 @@ def main(argv):
   if FLAGS.config is None:
     raise cli.UserError('--config is required (e.g. --config=experiments/synthetic_lm.py)')
   cli.check_workdir(FLAGS.workdir)
-  if not FLAGS.debug and FLAGS['verbosity'].using_default_value:
-    logging.set_verbosity(logging.WARNING)
   from lmjax import train  # imported after flag parsing: jax start-up is not needed for --help
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

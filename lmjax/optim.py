@@ -10,7 +10,6 @@ config.optimizer fields:
 from typing import Any
 
 import flax
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -47,12 +46,18 @@ def make_schedule(opt: Any, total_steps: int, steps_per_epoch: int | None = None
       [optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
+BIAS_NAMES = ('bias', 'scale', 'bi', 'bo', 'b')
+
+
 def decay_mask(params: Any) -> Any:
-  """True for weight matrices; False for biases, norm scales and other 1-d parameters."""
+  """True for weight matrices; False for biases and norm parameters.
+
+  Decided by name, not by rank: a scanned layer stack turns biases into [L, F] arrays.
+  """
   flat = flax.traverse_util.flatten_dict(params)
-  mask = {k: (v.ndim > 1 and not any('ln' in p or 'norm' in p for p in k[:-1])
-              and k[-1] not in ('bias', 'scale'))
-          for k, v in flat.items()}
+  mask = {k: not (k[-1] in BIAS_NAMES or k[-1].startswith('bias')
+                  or any(p.startswith('ln') or 'norm' in p for p in k[:-1]))
+          for k in flat}
   return flax.traverse_util.unflatten_dict(mask)
 
 

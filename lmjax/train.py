@@ -61,7 +61,7 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float):
                      params=optax.apply_updates(state['params'], updates))
     if family.stateful:
       new_state['carry'] = jax.lax.stop_gradient(new_carry)  # truncated BPTT boundary
-    out = {'loss': loss, 'grad_norm': optax.global_norm(grads), 'lr': schedule(state['step']),
+    out = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': schedule(state['step']),
            'tokens': batch['weights'].sum()}
     return new_state, out
 
@@ -99,10 +99,11 @@ def check_config(config: Any) -> None:
       raise UserError(f'config.{field} must be positive, got {config[field]}')
 
 
-def setup(config: Any, workdir: str | None) -> Setup:
+def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
+  """Builds mesh, data, model and the state's shapes/shardings; compiles nothing."""
   check_config(config)
   # --- mesh ---
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.logical_axis_rules)
   sharding.check_batch(config.batch_size, mesh)
   sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')

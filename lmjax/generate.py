@@ -1,0 +1,94 @@
+"""Sample continuations from the latest checkpoint in a workdir.
+
+  python -m lmjax.generate --workdir=DIR --prompt="the old king" \
+      [--max_new_tokens=64 --temperature=0.8 --top_k=40 --top_p=0.95 --num_samples=4]
+
+Reads the config and tokenizer saved with the run (no data files needed) and decodes
+incrementally over a preallocated key/value cache (lmjax.decoding.generate).
+"""
+
+import os
+import sys
+
+from absl import flags
+
+from lmjax import cli
+from lmjax.errors import UserError
+
+flags.DEFINE_string('workdir', None, 'A training workdir (checkpoints/ and tokenizer/).')
+flags.DEFINE_string('prompt', '', 'Text to continue (empty: start of a line).')
+flags.DEFINE_integer('max_new_tokens', 64, 'Tokens to sample.')
+flags.DEFINE_float('temperature', 1.0, 'Softmax temperature; 0 is greedy decoding.')
+flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens (0: all).')
+flags.DEFINE_float('top_p', 1.0, 'Nucleus sampling: the smallest set with this mass.')
+flags.DEFINE_integer('num_samples', 1, 'Continuations to sample (one batch).')
+flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+FLAGS = flags.FLAGS
+
+
+def load_for_generation(workdir: str, step: int | None = None):
+  """(TransformerConfig, params, tokenizer, step) from a workdir, checked against each other."""
+  import flax.linen as nn
+  import ml_collections
+  import orbax.checkpoint as ocp
+
+  from lmjax import checkpoint, models
+  from lmjax.data import tokenizers
+
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  if not os.path.exists(os.path.join(tok_dir, 'tokenizer.json')):
+    raise UserError(f'--workdir {workdir}: no tokenizer/tokenizer.json (not a training workdir?)')
+  tok = tokenizers.load_tokenizer(tok_dir)
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise UserError(f'--workdir {workdir}: no checkpoints/ directory')
+  mngr = checkpoint.manager(workdir, create=False, async_save=False)
+  step = mngr.latest_step() if step is None else step
+  if step is None or step not in mngr.all_steps():
+    raise UserError(f'--workdir {workdir}: no checkpoint'
+                    + (f' at step {step}' if step is not None else ''))
+  meta = checkpoint.read_meta(mngr, step)
+  checkpoint.check_meta(meta, tok.vocab_size, tok.fingerprint(), f'{workdir}/tokenizer')
+  config = ml_collections.ConfigDict(meta['config'])
+  if config.model.name != 'transformer':
+    raise UserError(f'generation needs a transformer checkpoint; {workdir} holds '
+                    f'model {config.model.name!r}')
+  family = models.build_lm(config.model, tok.vocab_size)
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  params = nn.meta.unbox(restored.state['params'])
+  mngr.close()
+  return family.config, params, tok, step
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
+    raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
+  if FLAGS.max_new_tokens < 1:
+    raise UserError('--max_new_tokens must be at least 1')
+  if FLAGS.temperature < 0 or not 0 < FLAGS.top_p <= 1 or FLAGS.top_k < 0:
+    raise UserError('--temperature must be >= 0, --top_p in (0, 1], --top_k >= 0')
+  import jax
+  import numpy as np
+
+  from lmjax import decoding
+  cfg, params, tok, step = load_for_generation(FLAGS.workdir, FLAGS.step)
+  prompt_ids = [tok.eos_id] + tok.encode(FLAGS.prompt)  # lines follow <eos> in training
+  total = len(prompt_ids) + FLAGS.max_new_tokens
+  if cfg.position == 'learned' and total > cfg.max_len:
+    raise UserError(f'prompt ({len(prompt_ids)} tokens) + --max_new_tokens exceeds the '
+                    f"model's max_len {cfg.max_len}")
+  prompt = np.tile(np.asarray(prompt_ids, np.int32), (FLAGS.num_samples, 1))
+  out = decoding.generate(params, prompt, jax.random.PRNGKey(FLAGS.seed), config=cfg,
+                          num_new=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
+                          top_k=FLAGS.top_k, top_p=FLAGS.top_p)
+  print(f'# checkpoint step {step}', file=sys.stderr)
+  for row in np.asarray(out).tolist():
+    if tok.eos_id in row:
+      row = row[:row.index(tok.eos_id)]
+    print((FLAGS.prompt + ' ' if FLAGS.prompt else '') + tok.decode(row))
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,107 @@
+"""The command-line entry points as a user runs them: real processes, real exit codes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lmjax.data import tokenizers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = 'experiments/synthetic_lm.py:tiny'
+FAST = ['--config.num_train_steps=4', '--config.log_every=2', '--config.eval_every=4',
+        '--config.checkpoint.every=4', '--config.sample.num_samples=1']
+
+
+def run(module, *args, timeout=180):
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(proc, *needles):
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+  for n in needles:
+    assert n in lines[0], lines[0]
+  return lines[0]
+
+
+def listing(path):
+  out = {}
+  for root, _, files in os.walk(path):
+    for f in files:
+      p = os.path.join(root, f)
+      out[p] = os.path.getmtime(p)
+  return out
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny run with overrides; later tests reuse its workdir."""
+  wd = str(tmp_path_factory.mktemp('run'))
+  proc = run('lmjax.main', f'--config={TINY}', f'--workdir={wd}', '--config.model.num_layers=1',
+             '--config.model.position=learned', *FAST)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return wd, proc
+
+
+def test_overrides_reach_the_run(trained):
+  wd, proc = trained
+  assert 'eval step 4: ppl' in proc.stdout
+  meta = json.load(open(os.path.join(wd, 'checkpoints', '4', 'meta', 'metadata')))
+  assert meta['config']['model']['num_layers'] == 1
+  assert meta['config']['model']['position'] == 'learned'
+
+
+def test_generate_from_the_latest_checkpoint(trained):
+  wd, _ = trained
+  proc = run('lmjax.generate', f'--workdir={wd}', '--prompt=the old king', '--temperature=0.7',
+             '--top_k=5', '--top_p=0.9', '--num_samples=2', '--max_new_tokens=5')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  outs = proc.stdout.strip().splitlines()
+  assert len(outs) == 2 and all(o.startswith('the old king') for o in outs)
+
+
+def test_bad_overrides_fail_in_one_line(tmp_path):
+  line = one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={tmp_path}',
+                            '--config.model.num_lyers=3'), 'num_lyers', 'num_layers')
+  assert '--config.model.num_lyers' in line
+  one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={tmp_path}',
+                     '--config.batch_size=abc'), 'config.batch_size')
+  assert not os.listdir(tmp_path)
+
+
+def test_bad_data_files_fail_in_one_line_and_touch_nothing(trained, tmp_path):
+  wd, _ = trained
+  before = listing(wd)
+  bad = tmp_path / 'latin1.txt'
+  bad.write_bytes(b'caf\xe9 au lait\n')
+  blank = tmp_path / 'blank.txt'
+  blank.write_text('\n  \n\n')
+  for path, needle in [(tmp_path / 'missing.txt', 'missing.txt'), (bad, 'latin1.txt'),
+                       (blank, 'blank.txt')]:
+    one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={wd}',
+                       '--config.data.source=text', f'--config.data.train={path}',
+                       f'--config.data.eval={path}', '--config.data.tokenizer=word', *FAST),
+                   needle)
+  assert listing(wd) == before
+
+
+def test_tokenizer_that_does_not_match_the_checkpoint(trained, tmp_path):
+  """A workdir whose saved vocabulary was swapped for another is refused, not retrained."""
+  wd, _ = trained
+  swapped = tmp_path / 'swapped'
+  shutil.copytree(wd, swapped)
+  shutil.rmtree(swapped / 'tokenizer')
+  tokenizers.WordVocab.build(['completely different words']).save(str(swapped / 'tokenizer'))
+  before = listing(swapped)
+  one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={swapped}', *FAST),
+                 'vocabulary size')
+  one_line_error(run('lmjax.generate', f'--workdir={swapped}', '--prompt=a'), 'vocabulary size')
+  assert listing(swapped) == before
