@@ -11,6 +11,8 @@ Measured here (2 CPU cores): see README "Results".
 
 from lmjax import config_base
 
+VARIANTS = ('', 'tiny')
+
 
 def get_config(arg: str = ''):
   c = config_base.base_config()

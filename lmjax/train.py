@@ -41,8 +41,6 @@ def _reset_carry(carry: Any, reset: jax.Array) -> Any:
 
 def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float):
   """Pure train and eval steps over the state dict."""
-  train_model, eval_model = family.make(False), family.make(True)
-
   def train_step(state, batch):
     rng, dropout_rng = jax.random.split(state['rng'])
     carry = state.get('carry')
@@ -50,8 +48,8 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float):
       carry = _reset_carry(carry, batch['reset'])
 
     def loss_fn(params):
-      logits, new_carry = family.apply(train_model, {'params': params}, batch['inputs'], carry,
-                                       {'dropout': dropout_rng})
+      logits, new_carry = family.apply({'params': params}, batch['inputs'], carry,
+                                       {'dropout': dropout_rng}, False)
       nll = cross_entropy(logits, batch['targets'], label_smoothing) * batch['weights']
       return nll.sum() / jnp.maximum(batch['weights'].sum(), 1.0), new_carry
 
@@ -68,7 +66,7 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float):
   def eval_step(params, batch, carry):
     if family.stateful:
       carry = _reset_carry(carry, batch['reset'])
-    logits, carry = family.apply(eval_model, {'params': params}, batch['inputs'], carry, {})
+    logits, carry = family.apply({'params': params}, batch['inputs'], carry, {}, True)
     nll = cross_entropy(logits, batch['targets']) * batch['weights']
     return nll.sum(), batch['weights'].sum(), carry
 
@@ -85,6 +83,9 @@ class Setup:
   tokenizer: Any
   train: lm_data.Corpus
   eval: lm_data.Corpus
+  test: lm_data.Corpus | None
+  num_steps: int  # config.num_train_steps, or num_epochs x steps per epoch
+  steps_per_epoch: int
   tx: Any
   schedule: Any
   state_shapes: Any
@@ -108,30 +109,25 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
   sharding.check_batch(config.batch_size, mesh)
   sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')
   # --- input ---
-  tok, train_corpus, eval_corpus = lm_data.load_lm_data(config.data, workdir)
+  tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
   # --- model ---
   family = models.build_lm(config.model, tok.vocab_size)
   max_len = models.max_len(family)
   if max_len is not None and config.seq_len > max_len:
     raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
-  steps_per_epoch = None
-  if family.stateful:
-    steps_per_epoch = lm_data.BpttIterator(train_corpus.stream, config.batch_size,
-                                           config.seq_len).steps_per_epoch
-  else:
-    steps_per_epoch = lm_data.WindowIterator(train_corpus.stream, config.batch_size,
-                                             config.seq_len, 0).steps_per_epoch
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps, steps_per_epoch)
+  it_cls = lm_data.BpttIterator if family.stateful else lm_data.WindowIterator
+  steps_per_epoch = it_cls(train_corpus.stream, config.batch_size, config.seq_len,
+                           0).steps_per_epoch
+  num_steps = config.num_train_steps
+  if config.get('num_epochs', 0):
+    num_steps = int(config.num_epochs * steps_per_epoch)
+  tx, schedule = optim.make_optimizer(config.optimizer, num_steps, steps_per_epoch)
 
   # --- sharded state ---
-  init_model = family.make(True)
   dummy = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
 
   def boxed_params(rng):
-    carry = family.init_carry(config.batch_size)
-    variables = (init_model.init(rng, dummy) if not family.stateful
-                 else init_model.init(rng, dummy, carry))
-    return variables['params']
+    return family.init(rng, dummy)['params']
 
   def init_fn(rng):
     params_rng, rng = jax.random.split(rng)
@@ -155,7 +151,8 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
     state_sharding['carry'] = jax.tree.map(
         lambda c: sharding.batch_sharding(mesh, c.ndim), state_shapes['carry'])
   return Setup(config=config, mesh=mesh, rules=rules, family=family, tokenizer=tok,
-               train=train_corpus, eval=eval_corpus, tx=tx, schedule=schedule,
+               train=train_corpus, eval=eval_corpus, test=test_corpus, num_steps=num_steps,
+               steps_per_epoch=steps_per_epoch, tx=tx, schedule=schedule,
                state_shapes=state_shapes, state_sharding=state_sharding,
                batch_sharding=sharding.batch_sharding(mesh), init_fn=init_fn)
 
@@ -185,9 +182,10 @@ def compile_steps(s: Setup):
   return p_init, p_train, p_eval
 
 
-def evaluate(s: Setup, p_eval, params, batch_size: int) -> dict:
-  """Perplexity over every token of the eval split."""
-  batches = lm_data.eval_batches(s.eval.stream, batch_size, s.config.seq_len,
+def evaluate(s: Setup, p_eval, params, batch_size: int, split: str = 'eval') -> dict:
+  """Perplexity over every token of the eval (or test) split."""
+  corpus = s.eval if split == 'eval' else s.test
+  batches = lm_data.eval_batches(corpus.stream, batch_size, s.config.seq_len,
                                  stateful=s.family.stateful)
   carry = s.family.init_carry(batch_size)
   total_nll, total_tokens = 0.0, 0.0
@@ -196,10 +194,19 @@ def evaluate(s: Setup, p_eval, params, batch_size: int) -> dict:
       nll, n, carry = p_eval(params, _put(batch, s), carry)
       total_nll += float(nll)
       total_tokens += float(n)
-  assert int(total_tokens) == s.eval.num_predictions, (total_tokens, s.eval.num_predictions)
-  word_level = s.config.data.tokenizer == 'word'
-  return metrics.lm_report(total_nll, total_tokens,
-                           None if word_level else s.eval.num_words, s.eval.num_bytes)
+  assert int(total_tokens) == corpus.num_predictions, (total_tokens, corpus.num_predictions)
+  report = metrics.lm_report(total_nll, total_tokens, corpus.num_words, corpus.num_bytes)
+  if s.config.data.tokenizer == 'word':
+    report['oov'] = corpus.num_oov  # eval words mapped to <unk>
+  return report
+
+
+def _print_report(split: str, step: int, report: dict) -> None:
+  extra = ''.join(f'  {k} {report[k]:.3f}' for k in ('word_ppl', 'bpb') if k in report)
+  if 'oov' in report:
+    extra += f'  ({report["oov"]:,} words mapped to <unk>)'
+  print(f'{split} step {step}: ppl {report["ppl"]:.3f} over {report["tokens"]:,} tokens{extra}',
+        flush=True)
 
 
 def sample_text(s: Setup, params, num: int, prompt_tokens: int, num_new: int, seed: int,
@@ -239,15 +246,16 @@ def _meta(s: Setup) -> dict:
           'tokenizer_fingerprint': s.tokenizer.fingerprint()}
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict:
-  """Trains config.num_train_steps steps; returns the final eval report."""
+def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
+  """Trains config.num_train_steps steps (or num_epochs); returns the final eval report."""
   is_main = jax.process_index() == 0
-  s = setup(config, workdir)
+  s = setup(config, workdir, devices)
   logging.info('mesh %s; vocab %d; train %d tokens, eval %d tokens', dict(s.mesh.shape),
                s.tokenizer.vocab_size, s.train.num_predictions, s.eval.num_predictions)
   p_init, p_train, p_eval = compile_steps(s)
   it_cls = lm_data.BpttIterator if s.family.stateful else lm_data.WindowIterator
   train_iter = it_cls(s.train.stream, config.batch_size, config.seq_len, config.seed)
+  eval_every = config.eval_every if config.eval_every > 0 else s.steps_per_epoch
 
   # --- state: restore the latest checkpoint or initialise ---
   mngr = checkpoint.manager(workdir, config.checkpoint.max_to_keep,
@@ -267,12 +275,12 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       state = p_init(jax.random.PRNGKey(config.seed))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state['params']))
   print(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)}; '
-        f'vocab {s.tokenizer.vocab_size}; train {s.train.num_predictions:,} tokens',
-        flush=True)
+        f'vocab {s.tokenizer.vocab_size}; train {s.train.num_predictions:,} tokens, '
+        f'{s.steps_per_epoch:,} steps per epoch', flush=True)
 
   writer = metrics.MetricWriter(workdir, enabled=is_main)
   step = int(state['step'])
-  total = config.num_train_steps
+  total = s.num_steps
   pending, t_last, step_last, t_start = [], time.time(), step, time.time()
   report = None
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
@@ -297,12 +305,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
         print(f'step {step}/{total}  loss {loss:.4f}  lr {scal["lr"]:.2e}  '
               f'tokens/s {tps:,.0f}  eta {eta:.0f}s', flush=True)
         pending, t_last, step_last = [], now, step
-      if step % config.eval_every == 0 or step == total:
+      if step % eval_every == 0 or step == total:
         report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
         writer.write(step, 'eval', report)
-        extra = ''.join(f'  {k} {report[k]:.3f}' for k in ('word_ppl', 'bpb') if k in report)
-        print(f'eval step {step}: ppl {report["ppl"]:.3f} over {report["tokens"]:,} tokens'
-              f'{extra}', flush=True)
+        _print_report('eval', step, report)
         t_last = time.time()  # do not count eval time in tokens/s
       if step % config.checkpoint.every == 0 or step == total:
         checkpoint.save(mngr, step, state, train_iter.get_state(), _meta(s))
@@ -313,6 +319,11 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
   wall = time.time() - t_start
   print(f'done: {step} steps in {wall:.0f}s; eval ppl {report["ppl"]:.3f} '
         f'(uniform {s.tokenizer.vocab_size})', flush=True)
+  if s.test is not None:
+    test_report = evaluate(s, p_eval, state['params'], config.eval_batch_size, 'test')
+    writer.write(step, 'test', test_report)
+    _print_report('test', step, test_report)
+    report = dict(report, test=test_report)
   smp = config.sample
   if smp.num_samples:
     for prompt, cont in sample_text(s, state['params'], smp.num_samples, smp.prompt_tokens,

@@ -2,7 +2,8 @@
 
 config.data fields:
   source: synthetic | text | tfds
-  train, eval: file paths (text); name, train_split, eval_split, data_dir (tfds)
+  train, eval, test: file paths (text; test is optional, evaluated at the end); eval_fraction: split the train file's last lines off as
+    eval when eval is empty; name, train_split, eval_split, data_dir, text_key (tfds)
   tokenizer: word | sentencepiece | char;  vocab_size (sentencepiece), spm_model (a trained
     .model file to load instead of training one), spm_type (unigram | bpe)
   synthetic_lines, synthetic_eval_lines, seed (synthetic)
@@ -42,9 +43,16 @@ def _raw_lines(cfg: Any, split: str) -> list[str]:
     n = cfg.synthetic_lines if split == 'train' else cfg.synthetic_eval_lines
     return synthetic.generate_lines(n, cfg.seed + (0 if split == 'train' else 1))
   if cfg.source == 'text':
+    frac = float(cfg.get('eval_fraction', 0.0))
+    if frac and not cfg.eval:
+      # One file split by lines: the last eval_fraction for eval (as char-rnn / nanoGPT do).
+      lines = text.read_lines(cfg.train, what='config.data.train')
+      cut = len(lines) - max(1, int(round(len(lines) * frac)))
+      return lines[:cut] if split == 'train' else lines[cut:]
     path = cfg.train if split == 'train' else cfg.eval
     if not path:
-      raise UserError(f'config.data.{split} must be set for data.source=text')
+      raise UserError(f'config.data.{split} must be set for data.source=text '
+                      '(or config.data.eval_fraction to split the training file)')
     return text.read_lines(path, what=f'config.data.{split}')
   if cfg.source == 'tfds':
     from lmjax.data import tfds_source  # tensorflow_datasets is slow to import
@@ -101,11 +109,14 @@ def encode_corpus(lines: list[str], tok: Any) -> Corpus:
 
 
 def load_lm_data(cfg: Any, workdir: Optional[str]):
-  """Returns (tokenizer, train Corpus, eval Corpus)."""
+  """Returns (tokenizer, train Corpus, eval Corpus, test Corpus or None)."""
   train_lines = _raw_lines(cfg, 'train')
   eval_lines = _raw_lines(cfg, 'eval')
   tok = build_tokenizer(cfg, train_lines, workdir)
-  return tok, encode_corpus(train_lines, tok), encode_corpus(eval_lines, tok)
+  test = None
+  if cfg.get('test'):
+    test = encode_corpus(text.read_lines(cfg.test, what='config.data.test'), tok)
+  return tok, encode_corpus(train_lines, tok), encode_corpus(eval_lines, tok), test
 
 
 def _window_batch(stream: np.ndarray, starts: np.ndarray, seq_len: int) -> dict:

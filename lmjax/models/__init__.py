@@ -18,15 +18,24 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class LMFamily:
+  """What the trainer needs of a model family.
+
+  init(rng, tokens [B, T]) -> variables;
+  apply(variables, tokens, carry, rngs, deterministic) -> (logits [B, T, V], carry).
+  """
   config: Any  # the family's frozen config dataclass
-  make: Callable[[bool], Any]  # deterministic -> flax module
-  stateful: bool
+  init: Callable[..., Any]
+  apply: Callable[..., Any]
+  stateful: bool  # carries a recurrent state between consecutive windows (truncated BPTT)
   init_carry: Callable[[int], Any]  # batch_size -> carry pytree (None when not stateful)
-  apply: Callable[..., Any]  # (module, variables, inputs, carry, rngs) -> (logits, carry)
 
 
 def dataclass_from_config(cls, model_cfg: Any, **extra) -> Any:
-  """Build a frozen config dataclass from config.model, naming unknown fields."""
+  """Build a frozen config dataclass from config.model, naming unknown fields.
+
+  config.model.dtype ('float32' | 'bfloat16') is the matmul input dtype: the dataclass's
+  compute_dtype (Transformer) or matmul_dtype (RNN); accumulation stays float32.
+  """
   names = {f.name for f in dataclasses.fields(cls)}
   values = dict(extra)
   for key, value in model_cfg.items():
@@ -35,13 +44,16 @@ def dataclass_from_config(cls, model_cfg: Any, **extra) -> Any:
     if key == 'dtype':
       if value not in DTYPES:
         raise UserError(f'config.model.dtype: {value!r} is not one of {sorted(DTYPES)}')
-      values['compute_dtype'] = DTYPES[value]
-      continue
+      key = 'compute_dtype' if 'compute_dtype' in names else 'matmul_dtype'
+      value = DTYPES[value]
     if key not in names:
       raise UserError(f'config.model.{key}: not a field of {cls.__name__} '
                       f'(model {model_cfg.name!r})')
     values[key] = tuple(value) if isinstance(value, list) else value
-  return cls(**values)
+  try:
+    return cls(**values)
+  except UserError as e:
+    raise UserError(f'config.model: {e}') from e
 
 
 def _transformer(model_cfg: Any, vocab_size: int) -> LMFamily:
@@ -56,23 +68,28 @@ def _transformer(model_cfg: Any, vocab_size: int) -> LMFamily:
   if cfg.remat not in transformer.REMAT_POLICIES:
     raise UserError(f'config.model.remat: {cfg.remat!r} is not one of '
                     f'{sorted(transformer.REMAT_POLICIES)}')
+  models = {det: transformer.TransformerLM(cfg, det) for det in (True, False)}
 
-  def apply(module, variables, inputs, carry, rngs):
-    return module.apply(variables, inputs, rngs=rngs), carry
+  def apply(variables, tokens, carry, rngs, deterministic):
+    return models[deterministic].apply(variables, tokens, rngs=rngs), carry
 
-  return LMFamily(config=cfg, make=lambda det: transformer.TransformerLM(cfg, det),
-                  stateful=False, init_carry=lambda b: None, apply=apply)
+  return LMFamily(config=cfg, init=lambda rng, tokens: models[True].init(rng, tokens),
+                  apply=apply, stateful=False, init_carry=lambda b: None)
 
 
 def _rnn(model_cfg: Any, vocab_size: int) -> LMFamily:
   from lmjax.models import rnn
   cfg = dataclass_from_config(rnn.RNNLMConfig, model_cfg, vocab_size=vocab_size)
+  model = rnn.RNNLM(cfg)
 
-  def apply(module, variables, inputs, carry, rngs):
-    return module.apply(variables, inputs, carry, rngs=rngs)
+  def init(rng, tokens):
+    return model.init(rng, tokens, rnn.init_carry(cfg, tokens.shape[0]))
 
-  return LMFamily(config=cfg, make=lambda det: rnn.RNNLM(cfg, deterministic=det),
-                  stateful=True, init_carry=lambda b: rnn.init_carry(cfg, b), apply=apply)
+  def apply(variables, tokens, carry, rngs, deterministic):
+    return model.apply(variables, tokens, carry, deterministic=deterministic, rngs=rngs)
+
+  return LMFamily(config=cfg, init=init, apply=apply, stateful=True,
+                  init_carry=lambda b: rnn.init_carry(cfg, b))
 
 
 FAMILIES = {'transformer': _transformer, 'rnn': _rnn}

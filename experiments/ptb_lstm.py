@@ -1,0 +1,68 @@
+"""Recurrent LMs on Penn Treebank: Zaremba et al. (2014), "Recurrent Neural Network
+Regularization", arXiv:1409.2329, Table 1 — plus GRU and Elman rows at matched sizes.
+
+Stateful truncated BPTT over batch_size contiguous streams, SGD with lr 1.0 kept for k epochs
+then decayed each epoch, global-norm clip 5, uniform(±scale) initialisation, dropout on the
+non-recurrent connections only. Evaluation runs the whole split as one stream (eval batch 1,
+like the paper's test setup), so perplexity covers all 82,430 test tokens (<eos> included).
+
+  python -m lmjax.main --config=experiments/ptb_lstm.py:small --workdir=/tmp/ptb_small \
+      --config.data.train=../shared/data/ptb/ptb.train.txt \
+      --config.data.eval=../shared/data/ptb/ptb.valid.txt \
+      --config.data.test=../shared/data/ptb/ptb.test.txt
+
+| variant | layers x units | bptt | dropout | init | epochs | decay | published test ppl |
+|---|---|---|---|---|---|---|---|
+| small  | 2 x 200  | 20 | 0    | 0.1  | 13 | 0.5 after 4     | 114.5 |
+| medium | 2 x 650  | 35 | 0.5  | 0.05 | 39 | 0.8 after 6     | 82.7  |
+| large  | 2 x 1500 | 35 | 0.65 | 0.04 | 55 | 1/1.15 after 14 | 78.4  |
+
+Variants gru_<size> and elman_<size> swap the cell and keep everything else.
+Measured here (2 CPU cores): see README "Results" and the issue notes.
+"""
+
+import ml_collections
+
+from lmjax import config_base
+
+SIZES = {
+    #         units, bptt, dropout, init, epochs, decay, decay_after
+    'small': (200, 20, 0.0, 0.1, 13, 0.5, 4),
+    'medium': (650, 35, 0.5, 0.05, 39, 0.8, 6),
+    'large': (1500, 35, 0.65, 0.04, 55, 1 / 1.15, 14),
+    'tiny': (16, 8, 0.0, 0.1, 2, 0.5, 1),
+}
+CELLS = ('lstm', 'gru', 'elman')
+VARIANTS = tuple(f'{c}_{s}' if c != 'lstm' else s for c in CELLS for s in SIZES)
+
+
+def get_config(arg: str = 'small'):
+  arg = arg or 'small'
+  cell, size = arg.split('_') if '_' in arg else ('lstm', arg)
+  if cell not in CELLS or size not in SIZES:
+    raise ValueError(f'unknown variant {arg!r}: one of {VARIANTS}')
+  units, bptt, dropout, init_scale, epochs, decay, after = SIZES[size]
+  c = config_base.base_config()
+  c.data.update(source='text', tokenizer='word')
+  c.model = ml_collections.ConfigDict({
+      'name': 'rnn', 'cell': cell, 'embed_dim': units, 'hidden_size': units, 'num_layers': 2,
+      'dropout': dropout, 'variational_dropout': False, 'init': 'uniform',
+      'init_scale': init_scale, 'forget_bias': 0.0, 'tie_embeddings': False,
+      'fast_backward': True, 'dtype': 'float32'})
+  c.batch_size = 20
+  c.eval_batch_size = 1
+  c.seq_len = bptt
+  c.num_epochs = epochs
+  c.eval_every = 0  # every epoch
+  c.log_every = 200
+  c.checkpoint.every = 2000
+  c.optimizer.update(name='sgd', learning_rate=1.0, warmup_steps=0, schedule='epoch_decay',
+                     decay_after_epochs=after, decay_factor=decay, grad_clip_norm=5.0,
+                     momentum=0.0)
+  c.mesh.update(data=1, fsdp=1, tensor=1)
+  c.sample.num_samples = 0
+  if size == 'tiny':
+    c.batch_size = 4
+    c.eval_batch_size = 2
+    c.log_every = 5
+  return c

@@ -1,0 +1,366 @@
+"""Plan a run before paying for it: compile the train step for N devices ahead of time, on a CPU.
+
+  python -m lmjax.plan --config=experiments/decoder_1b.py --num_devices=64 [--mesh=1,64,1] \
+      [--hbm_gib=95] [--vocab_size=32000] [--json_out=plan.json] [--config.batch_size=128 ...]
+
+The process simulates `--num_devices` CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count,
+JAX_PLATFORMS=cpu; both must be set before jax is imported, so this module reads --num_devices
+from argv before its other imports). Nothing is allocated and no data is read: the train state and
+the batch are abstract (jax.ShapeDtypeStruct), the vocabulary size comes from
+config.data.vocab_size (or --vocab_size), and the train step is the trainer's own
+(train.compile_steps), lowered and compiled with the state and batch shardings.
+
+It prints, per device: parameter and optimizer-state bytes computed from the shardings (with
+total/N for comparison), XLA's memory analysis of the compiled step (arguments, outputs, temps,
+generated code), FLOPs per step from XLA's cost analysis and from the 6·P·tokens rule, the compile
+time, and a warning when arguments + temps exceed --hbm_gib. Figures are for the CPU compiler:
+a TPU/GPU compile of the same step fuses and schedules differently, so treat temps as an estimate.
+"""
+
+import os
+import re
+import sys
+
+
+def _num_devices_from_argv(argv: list[str]) -> int | None:
+  """--num_devices=N or --num_devices N, read before absl parses the flags (and before jax)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--num_devices='):
+      value = arg.split('=', 1)[1]
+    elif arg == '--num_devices' and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    try:
+      return int(value)
+    except ValueError:
+      return None  # absl reports the bad value in one line
+  return None
+
+
+def simulate_devices(n: int) -> None:
+  """Make jax (not yet imported) see n CPU devices."""
+  flags = re.sub(r'--xla_force_host_platform_device_count=\S+', '',
+                 os.environ.get('XLA_FLAGS', ''))
+  os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={n}'.strip()
+  os.environ['JAX_PLATFORMS'] = 'cpu'
+
+
+if __name__ == '__main__':
+  _n = _num_devices_from_argv(sys.argv)
+  if _n and _n > 0:
+    simulate_devices(_n)
+
+# pylint: disable=wrong-import-position
+import dataclasses
+import json
+import math
+import time
+from typing import Any
+
+from absl import flags
+from ml_collections import config_flags
+
+from lmjax import cli
+from lmjax.errors import UserError
+
+
+def define_flags() -> None:
+  """Only when run as a program: importing lmjax.plan (tests, tools) defines no absl flags."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file (Python), '
+                                  '[:variant].', lock_config=True)
+  flags.DEFINE_integer('num_devices', None, 'Number of (simulated CPU) devices to plan for.')
+  flags.DEFINE_string('mesh', None, 'Mesh shape data,fsdp,tensor (e.g. 1,64,1; one may be -1); '
+                      'default: config.mesh.')
+  flags.DEFINE_float('hbm_gib', None, 'Device memory in GiB: warn when arguments + temps '
+                     'exceed it.')
+  flags.DEFINE_integer('vocab_size', None, 'Vocabulary size; default config.data.vocab_size.')
+  flags.DEFINE_string('json_out', None, 'Also write the figures to this JSON file.')
+
+
+FLAGS = flags.FLAGS
+
+GIB = 2.0 ** 30
+
+
+def parse_mesh(text: str) -> dict:
+  parts = text.split(',')
+  try:
+    sizes = [int(p) for p in parts]
+  except ValueError:
+    sizes = []
+  if len(sizes) != 3:
+    raise UserError(f'--mesh={text}: expected three integers data,fsdp,tensor (e.g. 1,64,1)')
+  return dict(zip(('data', 'fsdp', 'tensor'), sizes))
+
+
+def sharded_state(config: Any, family: Any, tx: Any, mesh: Any, rules: tuple):
+  """(init_fn, state_shapes, state_sharding) exactly as train.setup builds them.
+
+  A copy of setup()'s "sharded state" section, which needs no data: train.setup could call this
+  (it is the same code) so that the two cannot drift apart.
+  """
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from lmjax import sharding
+
+  dummy = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
+
+  def boxed_params(rng):
+    return family.init(rng, dummy)['params']
+
+  def init_fn(rng):
+    params_rng, rng = jax.random.split(rng)
+    params = nn.meta.unbox(boxed_params(params_rng))
+    state = {'step': jnp.zeros((), jnp.int32), 'params': params,
+             'opt_state': tx.init(params), 'rng': rng}
+    if family.stateful:
+      state['carry'] = family.init_carry(config.batch_size)
+    return state
+
+  rng0 = jax.random.PRNGKey(config.seed)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    param_sharding = sharding.logical_to_sharding(jax.eval_shape(boxed_params, rng0), mesh, rules)
+    state_shapes = jax.eval_shape(init_fn, rng0)
+  repl = sharding.replicated(mesh)
+  state_sharding = {
+      'step': repl, 'rng': repl, 'params': param_sharding,
+      'opt_state': optax.tree_map_params(tx, lambda _, s: s, state_shapes['opt_state'],
+                                         param_sharding, transform_non_params=lambda _: repl)}
+  if family.stateful:
+    state_sharding['carry'] = jax.tree.map(
+        lambda c: sharding.batch_sharding(mesh, c.ndim), state_shapes['carry'])
+  return init_fn, state_shapes, state_sharding
+
+
+def abstract_setup(config: Any, vocab_size: int):
+  """A train.Setup with abstract state and no data (tokenizer/train/eval are None)."""
+  from lmjax import models, optim, sharding, train
+
+  train.check_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules_from_config(config.logical_axis_rules)
+  sharding.check_batch(config.batch_size, mesh)
+  family = models.build_lm(config.model, vocab_size)
+  max_len = models.max_len(family)
+  if max_len is not None and config.seq_len > max_len:
+    raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
+  # The epoch length only shapes the schedule's values (epoch_decay, num_epochs), not the
+  # compiled step, and it needs the data: plan with config.num_train_steps and 1 step per epoch.
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps, 1)
+  init_fn, state_shapes, state_sharding = sharded_state(config, family, tx, mesh, rules)
+  known = dict(config=config, mesh=mesh, rules=rules, family=family, tx=tx, schedule=schedule,
+               state_shapes=state_shapes, state_sharding=state_sharding,
+               batch_sharding=sharding.batch_sharding(mesh), init_fn=init_fn,
+               num_steps=config.num_train_steps, steps_per_epoch=1)
+  # Data fields (tokenizer, corpora) stay None.
+  return train.Setup(**{f.name: known.get(f.name) for f in dataclasses.fields(train.Setup)})
+
+
+def abstract_batch(s: Any) -> dict:
+  import jax
+  import jax.numpy as jnp
+  from lmjax import sharding
+  shape = (s.config.batch_size, s.config.seq_len)
+  batch = {'inputs': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s.batch_sharding),
+           'targets': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s.batch_sharding),
+           'weights': jax.ShapeDtypeStruct(shape, jnp.float32, sharding=s.batch_sharding)}
+  if s.family.stateful:
+    batch['reset'] = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(s.mesh))
+  return batch
+
+
+def per_device_bytes(shapes: Any, shardings: Any) -> tuple[int, int]:
+  """(bytes on the most loaded device, total bytes) of a tree of abstract arrays."""
+  import jax
+  import numpy as np
+  per_dev, total = 0, 0
+  for x, sh in zip(jax.tree.leaves(shapes), jax.tree.leaves(shardings)):
+    itemsize = np.dtype(x.dtype).itemsize
+    total += int(np.prod(x.shape, dtype=np.int64)) * itemsize
+    per_dev += int(np.prod(sh.shard_shape(x.shape), dtype=np.int64)) * itemsize
+  return per_dev, total
+
+
+def analytic_flops(family_config: Any, num_params: int, batch: int, seq_len: int) -> float:
+  """Training FLOPs per step without remat: 6·P·tokens, P without the embedding tables that are
+  only gathered (untied input embedding, learned positions), plus the attention scores and
+  mixing, 3 x 4·L·T·D per token (full T x T, as XLA counts a masked causal attention)."""
+  tokens = batch * seq_len
+  cfg = family_config
+  layers, d = getattr(cfg, 'num_layers', 0), getattr(cfg, 'd_model', 0)
+  gathered = 0
+  if d and not getattr(cfg, 'tie_embeddings', True):
+    gathered += getattr(cfg, 'vocab_size', 0) * d
+  if d and getattr(cfg, 'position', None) == 'learned':
+    gathered += getattr(cfg, 'max_len', 0) * d
+  return 6.0 * (num_params - gathered) * tokens + 12.0 * layers * seq_len * d * tokens
+
+
+def _lowered_flops(config: Any, vocab_size: int) -> float:
+  """Global FLOPs of one train step from the unpartitioned HLO (lowering only, no compile)."""
+  import flax.linen as nn
+  import jax
+  from lmjax import train
+  s = abstract_setup(config, vocab_size)
+  _, p_train, _ = train.compile_steps(s)
+  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                       s.state_shapes, s.state_sharding)
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    cost = p_train.lower(state, abstract_batch(s)).cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get('flops', float('nan')))
+
+
+def hlo_flops_per_step(config: Any, vocab_size: int) -> float:
+  """Global train-step FLOPs counted by XLA, every layer included.
+
+  XLA's cost analysis counts a while loop's body once, so a scanned layer stack is counted as
+  one layer. This lowers the same model unscanned with 1 and 2 layers (cheap: no compile) and
+  extrapolates linearly to config.model.num_layers. Remat recomputation is included.
+  """
+  layers = int(config.model.get('num_layers', 0) or 0)
+  if not config.model.get('scan_layers', False) or layers <= 1:
+    return _lowered_flops(config, vocab_size)
+  flops = []
+  for n in (1, 2):
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+      c.model.update(num_layers=n, scan_layers=False)
+    flops.append(_lowered_flops(c, vocab_size))
+  return flops[0] + (layers - 1) * (flops[1] - flops[0])
+
+
+def plan(config: Any, vocab_size: int, hbm_gib: float | None = None) -> dict:
+  """Compile the train step for the current devices; return the figures (bytes per device)."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from lmjax import train
+
+  s = abstract_setup(config, vocab_size)
+  n = s.mesh.size
+  _, p_train, _ = train.compile_steps(s)
+  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                       s.state_shapes, s.state_sharding)
+  t0 = time.time()
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    lowered = p_train.lower(state, abstract_batch(s))
+    t1 = time.time()
+    compiled = lowered.compile()
+  t2 = time.time()
+
+  params_dev, params_total = per_device_bytes(s.state_shapes['params'],
+                                              s.state_sharding['params'])
+  opt_dev, opt_total = per_device_bytes(s.state_shapes['opt_state'],
+                                        s.state_sharding['opt_state'])
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(s.state_shapes['params']))
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else {}
+  cost = cost or {}
+  out = {
+      'num_devices': n, 'mesh': {k: int(v) for k, v in s.mesh.shape.items()},
+      'vocab_size': vocab_size, 'num_params': num_params, 'stateful': bool(s.family.stateful),
+      'batch_size': int(config.batch_size), 'seq_len': int(config.seq_len),
+      'params_bytes_per_device': params_dev, 'params_bytes_total': params_total,
+      'opt_state_bytes_per_device': opt_dev, 'opt_state_bytes_total': opt_total,
+      'lower_s': t1 - t0, 'compile_s': t2 - t1,
+      'flops_per_device_compiled': float(cost.get('flops', float('nan'))),
+      'flops_per_step_xla': hlo_flops_per_step(config, vocab_size),
+      'flops_per_step_analytic': analytic_flops(s.family.config, num_params,
+                                                int(config.batch_size), int(config.seq_len)),
+  }
+  if mem is not None:
+    out.update(argument_bytes=int(mem.argument_size_in_bytes),
+               output_bytes=int(mem.output_size_in_bytes),
+               alias_bytes=int(mem.alias_size_in_bytes),
+               temp_bytes=int(mem.temp_size_in_bytes),
+               generated_code_bytes=int(mem.generated_code_size_in_bytes))
+    out['peak_bytes_estimate'] = out['argument_bytes'] + out['temp_bytes']
+  if hbm_gib:
+    out['hbm_gib'] = hbm_gib
+    out['fits'] = out.get('peak_bytes_estimate', 0) <= hbm_gib * GIB
+  return out
+
+
+def _gib(b: float) -> str:
+  for unit, size in (('GiB', GIB), ('MiB', 2.0 ** 20), ('KiB', 2.0 ** 10)):
+    if b >= size:
+      return f'{b / size:8.2f} {unit}'
+  return f'{b:8.0f} B'
+
+
+def report(r: dict) -> str:
+  n = r['num_devices']
+  lines = [
+      f'plan: {r["num_params"]:,} parameters; vocab {r["vocab_size"]}; mesh {r["mesh"]} '
+      f'({n} devices); batch {r["batch_size"]} x seq {r["seq_len"]}',
+      f'compile: lower {r["lower_s"]:.1f}s, compile {r["compile_s"]:.1f}s',
+      'per device (from the state shardings):',
+      f'  params         {_gib(r["params_bytes_per_device"])}   '
+      f'(total/N {_gib(r["params_bytes_total"] / n)}, total {_gib(r["params_bytes_total"])})',
+      f'  opt state      {_gib(r["opt_state_bytes_per_device"])}   '
+      f'(total/N {_gib(r["opt_state_bytes_total"] / n)}, total {_gib(r["opt_state_bytes_total"])})',
+  ]
+  if 'argument_bytes' in r:
+    lines += [
+        'per device (XLA memory analysis of the compiled train step):',
+        f'  arguments      {_gib(r["argument_bytes"])}',
+        f'  outputs        {_gib(r["output_bytes"])}   (aliased with arguments: '
+        f'{_gib(r["alias_bytes"]).strip()})',
+        f'  temps          {_gib(r["temp_bytes"])}',
+        f'  generated code {_gib(r["generated_code_bytes"])}',
+        f'  args + temps   {_gib(r["peak_bytes_estimate"])}',
+    ]
+  lines += [
+      f'FLOPs per step: {r["flops_per_step_xla"]:.3e} total, '
+      f'{r["flops_per_step_xla"] / n:.3e} per device (XLA, unpartitioned HLO, remat included)',
+      f'  6·P·tokens + attention (no remat): {r["flops_per_step_analytic"]:.3e} total; '
+      f'compiled per-device '
+      f'program: {r["flops_per_device_compiled"]:.3e} (a scanned layer stack counts once)']
+  if r.get('stateful'):
+    lines.append('  (recurrent model: XLA counts the time loop body once, so its figures '
+                 'undercount; use 6·P·tokens)')
+  if 'hbm_gib' in r and not r['fits']:
+    lines.append(f'WARNING: arguments + temps {_gib(r["peak_bytes_estimate"]).strip()} exceed '
+                 f'--hbm_gib={r["hbm_gib"]:g} per device')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config is None:
+    raise UserError('--config is required (e.g. --config=experiments/decoder_1b.py)')
+  if FLAGS.num_devices is None or FLAGS.num_devices <= 0:
+    raise UserError('--num_devices must be a positive integer')
+  import jax
+  if jax.device_count() != FLAGS.num_devices:
+    raise UserError(f'jax sees {jax.device_count()} devices, not --num_devices='
+                    f'{FLAGS.num_devices}: run plan as its own process (python -m lmjax.plan)')
+  config = FLAGS.config
+  if FLAGS.mesh:
+    with config.unlocked():
+      config.mesh.update(parse_mesh(FLAGS.mesh))
+  vocab_size = FLAGS.vocab_size or int(config.data.get('vocab_size') or 0)
+  if vocab_size <= 0:
+    raise UserError('no vocabulary size: set config.data.vocab_size or --vocab_size')
+  if config.data.get('tokenizer') == 'word' and not FLAGS.vocab_size:
+    print(f'note: config.data.tokenizer=word builds its vocabulary from the data; planning with '
+          f'config.data.vocab_size={vocab_size} (--vocab_size to change)', flush=True)
+  r = plan(config, vocab_size, FLAGS.hbm_gib)
+  print(report(r), flush=True)
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, 'w') as f:
+      json.dump({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                 for k, v in r.items()}, f, indent=1)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)
