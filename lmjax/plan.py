@@ -52,7 +52,6 @@ if __name__ == '__main__':
     simulate_devices(_n)
 
 # pylint: disable=wrong-import-position
-import dataclasses
 import json
 import math
 import time
@@ -94,69 +93,14 @@ def parse_mesh(text: str) -> dict:
   return dict(zip(('data', 'fsdp', 'tensor'), sizes))
 
 
-def sharded_state(config: Any, family: Any, tx: Any, mesh: Any, rules: tuple):
-  """(init_fn, state_shapes, state_sharding) exactly as train.setup builds them.
-
-  A copy of setup()'s "sharded state" section, which needs no data: train.setup could call this
-  (it is the same code) so that the two cannot drift apart.
-  """
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from lmjax import sharding
-
-  dummy = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
-
-  def boxed_params(rng):
-    return family.init(rng, dummy)['params']
-
-  def init_fn(rng):
-    params_rng, rng = jax.random.split(rng)
-    params = nn.meta.unbox(boxed_params(params_rng))
-    state = {'step': jnp.zeros((), jnp.int32), 'params': params,
-             'opt_state': tx.init(params), 'rng': rng}
-    if family.stateful:
-      state['carry'] = family.init_carry(config.batch_size)
-    return state
-
-  rng0 = jax.random.PRNGKey(config.seed)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    param_sharding = sharding.logical_to_sharding(jax.eval_shape(boxed_params, rng0), mesh, rules)
-    state_shapes = jax.eval_shape(init_fn, rng0)
-  repl = sharding.replicated(mesh)
-  state_sharding = {
-      'step': repl, 'rng': repl, 'params': param_sharding,
-      'opt_state': optax.tree_map_params(tx, lambda _, s: s, state_shapes['opt_state'],
-                                         param_sharding, transform_non_params=lambda _: repl)}
-  if family.stateful:
-    state_sharding['carry'] = jax.tree.map(
-        lambda c: sharding.batch_sharding(mesh, c.ndim), state_shapes['carry'])
-  return init_fn, state_shapes, state_sharding
-
-
 def abstract_setup(config: Any, vocab_size: int):
-  """A train.Setup with abstract state and no data (tokenizer/train/eval are None)."""
-  from lmjax import models, optim, sharding, train
+  """A train.Setup with abstract state and no data (tokenizer/train/eval are None).
 
-  train.check_config(config)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.rules_from_config(config.logical_axis_rules)
-  sharding.check_batch(config.batch_size, mesh)
-  family = models.build_lm(config.model, vocab_size)
-  max_len = models.max_len(family)
-  if max_len is not None and config.seq_len > max_len:
-    raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
-  # The epoch length only shapes the schedule's values (epoch_decay, num_epochs), not the
-  # compiled step, and it needs the data: plan with config.num_train_steps and 1 step per epoch.
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps, 1)
-  init_fn, state_shapes, state_sharding = sharded_state(config, family, tx, mesh, rules)
-  known = dict(config=config, mesh=mesh, rules=rules, family=family, tx=tx, schedule=schedule,
-               state_shapes=state_shapes, state_sharding=state_sharding,
-               batch_sharding=sharding.batch_sharding(mesh), init_fn=init_fn,
-               num_steps=config.num_train_steps, steps_per_epoch=1)
-  # Data fields (tokenizer, corpora) stay None.
-  return train.Setup(**{f.name: known.get(f.name) for f in dataclasses.fields(train.Setup)})
+  The epoch length only shapes the schedule's values (epoch_decay, num_epochs), not the
+  compiled step, and it needs the data: plan with config.num_train_steps.
+  """
+  from lmjax import train
+  return train.setup_model(config, vocab_size, steps_per_epoch=1)
 
 
 def abstract_batch(s: Any) -> dict:

@@ -100,30 +100,12 @@ def check_config(config: Any) -> None:
       raise UserError(f'config.{field} must be positive, got {config[field]}')
 
 
-def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
-  """Builds mesh, data, model and the state's shapes/shardings; compiles nothing."""
-  check_config(config)
-  # --- mesh ---
-  mesh = sharding.make_mesh(config.mesh, devices)
-  rules = sharding.rules_from_config(config.logical_axis_rules)
-  sharding.check_batch(config.batch_size, mesh)
-  sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')
-  # --- input ---
-  tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
-  # --- model ---
-  family = models.build_lm(config.model, tok.vocab_size)
-  max_len = models.max_len(family)
-  if max_len is not None and config.seq_len > max_len:
-    raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
-  it_cls = lm_data.BpttIterator if family.stateful else lm_data.WindowIterator
-  steps_per_epoch = it_cls(train_corpus.stream, config.batch_size, config.seq_len,
-                           0).steps_per_epoch
-  num_steps = config.num_train_steps
-  if config.get('num_epochs', 0):
-    num_steps = int(config.num_epochs * steps_per_epoch)
-  tx, schedule = optim.make_optimizer(config.optimizer, num_steps, steps_per_epoch)
+def sharded_state(config: Any, family: models.LMFamily, tx, mesh, rules: tuple):
+  """(init_fn, state shapes, state shardings) without allocating anything.
 
-  # --- sharded state ---
+  Shapes come from jax.eval_shape; parameter shardings from their logical axis names and the
+  rules; optimizer-state leaves that mirror parameters take the parameters' shardings.
+  """
   dummy = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
 
   def boxed_params(rng):
@@ -150,11 +132,52 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
   if family.stateful:
     state_sharding['carry'] = jax.tree.map(
         lambda c: sharding.batch_sharding(mesh, c.ndim), state_shapes['carry'])
-  return Setup(config=config, mesh=mesh, rules=rules, family=family, tokenizer=tok,
-               train=train_corpus, eval=eval_corpus, test=test_corpus, num_steps=num_steps,
+  return init_fn, state_shapes, state_sharding
+
+
+def setup_model(config: Any, vocab_size: int, steps_per_epoch: int | None = None,
+                devices: Any = None) -> Setup:
+  """Mesh, model, optimizer and the state's shapes/shardings: no data, nothing compiled.
+
+  The data fields (tokenizer, train/eval/test) are None; `setup` fills them. lmjax.plan uses
+  this directly to compile for a device count without a corpus.
+  """
+  check_config(config)
+  # --- mesh ---
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rules = sharding.rules_from_config(config.logical_axis_rules)
+  sharding.check_batch(config.batch_size, mesh)
+  sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')
+  # --- model ---
+  family = models.build_lm(config.model, vocab_size)
+  max_len = models.max_len(family)
+  if max_len is not None and config.seq_len > max_len:
+    raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
+  num_steps = config.num_train_steps
+  if config.get('num_epochs', 0) and steps_per_epoch:
+    num_steps = int(config.num_epochs * steps_per_epoch)
+  tx, schedule = optim.make_optimizer(config.optimizer, num_steps, steps_per_epoch)
+  # --- sharded state ---
+  init_fn, state_shapes, state_sharding = sharded_state(config, family, tx, mesh, rules)
+  return Setup(config=config, mesh=mesh, rules=rules, family=family, tokenizer=None,
+               train=None, eval=None, test=None, num_steps=num_steps,
                steps_per_epoch=steps_per_epoch, tx=tx, schedule=schedule,
                state_shapes=state_shapes, state_sharding=state_sharding,
                batch_sharding=sharding.batch_sharding(mesh), init_fn=init_fn)
+
+
+def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
+  """Data (tokenizer, corpora) then `setup_model`; checks run before any data is read."""
+  check_config(config)
+  sharding.check_batch(config.batch_size, sharding.make_mesh(config.mesh, devices))
+  tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
+  stateful = models.is_stateful(config.model)
+  it_cls = lm_data.BpttIterator if stateful else lm_data.WindowIterator
+  steps_per_epoch = it_cls(train_corpus.stream, config.batch_size, config.seq_len,
+                           0).steps_per_epoch
+  s = setup_model(config, tok.vocab_size, steps_per_epoch, devices)
+  return dataclasses.replace(s, tokenizer=tok, train=train_corpus, eval=eval_corpus,
+                             test=test_corpus)
 
 
 def _put(batch: dict, s: Setup) -> dict:

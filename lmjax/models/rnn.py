@@ -497,6 +497,18 @@ class RNNLM(nn.Module):
   @nn.compact
   def __call__(self, tokens: Array, carry=None, *, deterministic: bool = True,
                mask: Optional[Array] = None):
+    """Runs the LM over a window.
+
+    Args:
+      tokens: [B, T] int token ids.
+      carry: the state after the previous window (`initial_carry` when None). Under
+        truncated BPTT pass the returned carry through `jax.lax.stop_gradient`.
+      deterministic: False applies dropout (needs a 'dropout' rng).
+      mask: optional [B, T] bool, True at real tokens; padded steps keep the carry.
+
+    Returns:
+      (logits [B, T, V] float32, carry after the window).
+    """
     cfg = self.config
     if cfg.init == 'uniform':
       emb_init = out_init = bias_init = _uniform(cfg.init_scale)
@@ -512,8 +524,9 @@ class RNNLM(nn.Module):
     x, carry = StackedRNN(
         cell=cfg.cell, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
         dropout=cfg.dropout, variational=cfg.variational_dropout, forget_bias=cfg.forget_bias,
-        initializer=cfg.init, init_scale=cfg.init_scale, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        matmul_dtype=cfg.matmul_dtype, fast_backward=cfg.fast_backward, name='rnn')(
+        initializer=cfg.init, init_scale=cfg.init_scale, dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype, matmul_dtype=cfg.matmul_dtype,
+        fast_backward=cfg.fast_backward, name='rnn')(
             x, carry, mask=mask, deterministic=deterministic)  # [B, T, H]
     x = drop(x, deterministic=deterministic)
 

@@ -1,0 +1,147 @@
+"""Run lmjax as N processes on this machine, each with M simulated CPU devices: a multi-host
+run in miniature (jax.distributed over 127.0.0.1, gloo collectives).
+
+  python launch/local.py --num_processes=2 --devices_per_process=4 [--port=0] [--timeout=600] \
+      [--dry-run] -- --config=experiments/synthetic_lm.py:tiny --workdir=/tmp/lmjax_mp \
+      [--config.x=y ...]
+
+Every argument the launcher does not know (or everything after `--`) goes to
+`python -m lmjax.main`, followed by --coordinator_address=127.0.0.1:PORT --num_processes=N
+--process_id=i. Each process gets XLA_FLAGS=--xla_force_host_platform_device_count=M and
+JAX_PLATFORMS=cpu (and this checkout on PYTHONPATH). Output lines are prefixed with [i].
+The launcher waits for all processes; when one fails it stops the others and exits with that
+status; past --timeout seconds it stops them all and exits 124. --port=0 picks a free port.
+"""
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # pylint: disable=wrong-import-position
+
+
+def build_parser() -> common.Parser:
+  p = common.Parser(prog='launch/local.py',
+                    description='Run lmjax.main as N local processes with M CPU devices each; '
+                                'other arguments go to lmjax.main.')
+  p.add_argument('--num_processes', type=common.positive_int, default=2)
+  p.add_argument('--devices_per_process', type=common.positive_int, default=4)
+  p.add_argument('--port', type=int, default=0, help='coordinator port (0: a free one)')
+  p.add_argument('--timeout', type=float, default=0, help='seconds (0: no limit)')
+  p.add_argument('--python', default=sys.executable)
+  p.add_argument('--module', default='lmjax.main', help='module to run (default lmjax.main)')
+  p.add_argument('--dry-run', '--dry_run', dest='dry_run', action='store_true',
+                 help='print the commands, run nothing')
+  return p
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def process_env(devices: int, base: dict | None = None) -> dict:
+  env = dict(os.environ if base is None else base)
+  flags = re.sub(r'--xla_force_host_platform_device_count=\S+', '', env.get('XLA_FLAGS', ''))
+  env['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={devices}'.strip()
+  env['JAX_PLATFORMS'] = 'cpu'
+  # lmjax importable from this checkout even when it is not pip-installed.
+  env['PYTHONPATH'] = os.pathsep.join(
+      [common.REPO_ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+  return env
+
+
+def commands(args, user_args: list[str], port: int) -> list[list[str]]:
+  return [[args.python, '-m', args.module, *user_args,
+           *common.dist_flags(f'127.0.0.1:{port}', str(args.num_processes), str(i))]
+          for i in range(args.num_processes)]
+
+
+def _pump(i: int, stream) -> None:
+  for line in stream:
+    sys.stdout.write(f'[{i}] {line}')
+    sys.stdout.flush()
+
+
+def _stop(procs) -> None:
+  for p in procs:
+    if p.poll() is None:
+      os.killpg(p.pid, signal.SIGTERM)  # its own session: the process and its children
+  deadline = time.time() + 10
+  for p in procs:
+    try:
+      p.wait(max(0.1, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+      os.killpg(p.pid, signal.SIGKILL)
+      p.wait()
+
+
+def launch(args, user_args: list[str]) -> int:
+  port = args.port or free_port()
+  cmds = commands(args, user_args, port)
+  env = process_env(args.devices_per_process)
+  if args.dry_run:
+    for cmd in cmds:
+      print(shlex.join(['env', f'XLA_FLAGS={env["XLA_FLAGS"]}', 'JAX_PLATFORMS=cpu', *cmd]))
+    return 0
+  procs, pumps = [], []
+  try:
+    for i, cmd in enumerate(cmds):
+      p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+      procs.append(p)
+      t = threading.Thread(target=_pump, args=(i, p.stdout), daemon=True)
+      t.start()
+      pumps.append(t)
+    start = time.time()
+    while True:
+      codes = [p.poll() for p in procs]
+      failed = [(i, c) for i, c in enumerate(codes) if c]
+      if failed:
+        i, code = failed[0]
+        _stop(procs)
+        for t in pumps:
+          t.join(5)
+        print(f'error: process {i} exited with status {code}; stopped the others',
+              file=sys.stderr)
+        return code if code > 0 else 1
+      if all(c == 0 for c in codes):
+        for t in pumps:
+          t.join(5)
+        return 0
+      if args.timeout and time.time() - start > args.timeout:
+        _stop(procs)
+        for t in pumps:
+          t.join(5)
+        print(f'error: timed out after {args.timeout:g}s; stopped all {len(procs)} processes',
+              file=sys.stderr)
+        return 124
+      time.sleep(0.1)
+  finally:
+    _stop(procs)
+
+
+def main(argv=None) -> None:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  tail = []
+  if '--' in argv:
+    k = argv.index('--')
+    argv, tail = argv[:k], argv[k + 1:]
+  args, extra = common.parse(build_parser(), argv, passthrough_all=True)
+  if args.timeout < 0:
+    common.fail(f'--timeout must be >= 0, got {args.timeout:g}')
+  if not 0 <= args.port < 65536:
+    common.fail(f'--port must be in [0, 65535], got {args.port}')
+  sys.exit(launch(args, extra + tail))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,227 @@
+"""The launchers' dry runs print the expected commands; bad flags fail in one line.
+
+Pods are simulated by --dry-run (no gcloud, kubectl or sbatch here): a v5p-64 slice (32 chips,
+8 hosts) for the TPU VM and GKE launchers, 2 nodes x 8 GPUs for SLURM. The SLURM script is also
+executed with stand-ins for scontrol/srun/python to check what each task receives; the local
+launcher runs a stand-in module to check fail-fast and the timeout.
+"""
+
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = 'experiments/decoder_1b.py'
+OVERRIDES = ['--config.num_train_steps=100', '--config.model.num_layers=8']
+TRAIN = f'-m lmjax.main --config={CONFIG} --workdir=gs://bucket/run1 ' + ' '.join(OVERRIDES)
+
+
+def launch(script, *args, env=None, cwd=ROOT, timeout=60):
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'launch', script), *args],
+                        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def test_tpu_vm_dry_run_v5p_64():
+  r = launch('tpu_vm.py', '--name=lmjax-1b', '--zone=us-east5-a', '--project=proj',
+             '--accelerator=v5p-64', f'--config={CONFIG}', '--workdir=gs://bucket/run1',
+             *OVERRIDES, '--dry-run')
+  assert r.returncode == 0, r.stderr
+  lines = r.stdout.splitlines()
+  create, *_, run, delete = lines
+  assert create.startswith('gcloud compute tpus tpu-vm create lmjax-1b ')
+  for part in ('--zone=us-east5-a', '--project=proj', '--accelerator-type=v5p-64',
+               '--version=v2-alpha-tpuv5'):
+    assert part in create.split()
+  install = [l for l in lines if 'pip install' in l]
+  assert len(install) == 1 and '--worker=all' in install[0]
+  assert run.startswith('gcloud compute tpus tpu-vm ssh lmjax-1b ')
+  assert '--worker=all' in run.split()
+  command = [a for a in shlex.split(run) if a.startswith('--command=')][0]
+  assert command == f'--command=cd lmjax && python3 {TRAIN}'
+  assert delete == ('gcloud compute tpus tpu-vm delete lmjax-1b --zone=us-east5-a '
+                    '--project=proj --quiet')
+
+
+def test_tpu_vm_queued_resource_and_stages():
+  r = launch('tpu_vm.py', '--name=n', '--zone=z', '--project=p', '--accelerator=v5p-64',
+             f'--config={CONFIG}', '--workdir=gs://b/r', '--queued', '--spot',
+             '--stages=create,run', '--dry-run')
+  assert r.returncode == 0, r.stderr
+  lines = r.stdout.splitlines()
+  assert lines[0].startswith('gcloud compute tpus queued-resources create n --node-id=n ')
+  assert '--spot' in lines[0].split() and '--runtime-version=v2-alpha-tpuv5' in lines[0]
+  assert 'ACTIVE' in lines[1]
+  assert len(lines) == 3 and '--worker=all' in lines[2]  # no install, no delete
+
+
+def _gke(*args):
+  r = launch('gke.py', '--name=lmjax-1b', '--image=us-docker.pkg.dev/p/lmjax:1',
+             f'--config={CONFIG}', '--workdir=gs://bucket/run1', *OVERRIDES, *args, '--dry-run')
+  assert r.returncode == 0, r.stderr
+  js = yaml.safe_load(r.stdout)
+  assert js['kind'] == 'JobSet' and js['apiVersion'].startswith('jobset.x-k8s.io/')
+  (rjob,) = js['spec']['replicatedJobs']
+  job = rjob['template']['spec']
+  return js, job, job['template']['spec']
+
+
+def test_gke_tpu_slice_manifest():
+  js, job, pod = _gke('--accelerator=v5p-64')
+  assert job['parallelism'] == job['completions'] == 8  # 32 chips, 4 per host
+  assert job['completionMode'] == 'Indexed'
+  assert pod['nodeSelector'] == {'cloud.google.com/gke-tpu-accelerator': 'tpu-v5p-slice',
+                                 'cloud.google.com/gke-tpu-topology': '2x4x4'}
+  (c,) = pod['containers']
+  assert c['resources']['limits'] == {'google.com/tpu': 4}
+  assert ' '.join(c['command']) == f'python {TRAIN}'
+  assert 'exclusive-topology' in str(js['metadata']['annotations'])
+
+
+def test_gke_gpu_manifest_has_coordinator():
+  _, job, pod = _gke('--gpu_type=nvidia-h100-80gb', '--num_nodes=2', '--gpus_per_node=8')
+  assert job['parallelism'] == 2
+  (c,) = pod['containers']
+  assert c['resources']['limits'] == {'nvidia.com/gpu': 8}
+  script = c['command'][-1]
+  assert f'python {TRAIN}' in script
+  assert '--coordinator_address=lmjax-1b-workers-0-0.lmjax-1b:1234' in script
+  assert '--num_processes=2' in script and '--process_id="$JOB_COMPLETION_INDEX"' in script
+
+
+def _slurm_script(tmp_path):
+  r = launch('slurm.py', '--nodes=2', '--gpus_per_node=8', f'--config={CONFIG}',
+             '--workdir=gs://bucket/run1', *OVERRIDES, '--partition=gpu', '--time=01:00:00',
+             '--dry-run')
+  assert r.returncode == 0, r.stderr
+  return r.stdout
+
+
+def test_slurm_dry_run_2_nodes_8_gpus(tmp_path):
+  s = _slurm_script(tmp_path)
+  assert s.startswith('#!/bin/bash\n')
+  for line in ('#SBATCH --nodes=2', '#SBATCH --ntasks=16', '#SBATCH --ntasks-per-node=8',
+               '#SBATCH --gpus-per-node=8', '#SBATCH --partition=gpu', '#SBATCH --time=01:00:00'):
+    assert line in s.splitlines()
+  assert 'COORDINATOR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p):' in s
+  (srun,) = [l for l in s.splitlines() if l.startswith('srun ')]
+  assert '--ntasks=16' in srun and '--ntasks-per-node=8' in srun
+  assert f'python {TRAIN}' in srun
+  for flag in ('--coordinator_address="$COORDINATOR"', '--num_processes="$SLURM_NTASKS"',
+               '--process_id="$SLURM_PROCID"', 'CUDA_VISIBLE_DEVICES="$SLURM_LOCALID"'):
+    assert flag in srun
+
+
+def test_slurm_script_gives_each_task_its_rank(tmp_path):
+  """Run the batch script with stand-ins: each task must expand its own SLURM variables."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  stubs = {
+      # Many nodes: a reader that stops early (head -n 1) would SIGPIPE it under pipefail.
+      'scontrol': 'printf "gpu-node-7\\n"; seq -f "gpu-node-%g" 8 20000',
+      # Two of the 16 tasks: local 3 on node 0 and local 5 on node 1.
+      'srun': textwrap.dedent('''\
+          while [[ "$1" == --* ]]; do shift; done
+          SLURM_NTASKS=16 SLURM_PROCID=3 SLURM_LOCALID=3 "$@"
+          SLURM_NTASKS=16 SLURM_PROCID=13 SLURM_LOCALID=5 "$@"'''),
+      'python': 'echo "gpu=$CUDA_VISIBLE_DEVICES $*"',
+  }
+  for name, body in stubs.items():
+    (bin_dir / name).write_text(f'#!/bin/bash\n{body}\n')
+    (bin_dir / name).chmod(0o755)
+  script = tmp_path / 'job.sh'
+  script.write_text(_slurm_script(tmp_path))
+  env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', SLURM_JOB_NODELIST='x')
+  r = subprocess.run(['bash', str(script)], capture_output=True, text=True, env=env, timeout=30)
+  assert r.returncode == 0, r.stderr
+  out = r.stdout.splitlines()
+  common = f'{TRAIN} --coordinator_address=gpu-node-7:12345 --num_processes=16'
+  assert out == [f'gpu=3 {common} --process_id=3', f'gpu=5 {common} --process_id=13']
+
+
+def test_local_dry_run():
+  r = launch('local.py', '--num_processes=2', '--devices_per_process=4', '--port=4321',
+             '--dry-run', '--', '--config=experiments/synthetic_lm.py:tiny', '--workdir=/tmp/w',
+             '--config.seed=3')
+  assert r.returncode == 0, r.stderr
+  lines = r.stdout.splitlines()
+  assert len(lines) == 2
+  for i, line in enumerate(lines):
+    args = shlex.split(line)
+    assert 'XLA_FLAGS=--xla_force_host_platform_device_count=4' in args
+    assert 'JAX_PLATFORMS=cpu' in args
+    assert args[args.index('-m') + 1:] == [
+        'lmjax.main', '--config=experiments/synthetic_lm.py:tiny', '--workdir=/tmp/w',
+        '--config.seed=3', '--coordinator_address=127.0.0.1:4321', '--num_processes=2',
+        f'--process_id={i}']
+
+
+STUB_MAIN = '''
+import os, sys, time
+pid = [a for a in sys.argv if a.startswith('--process_id=')][0].split('=')[1]
+print('devices', os.environ['XLA_FLAGS'].split('=')[-1], 'id', pid, flush=True)
+if '--fail' in sys.argv and pid == '1':
+  sys.exit(3)
+if '--sleep' in sys.argv:
+  time.sleep(60)
+'''
+
+
+@pytest.mark.parametrize('extra,code,message', [
+    ((), 0, None),
+    (('--fail', '--sleep'), 3, 'error: process 1 exited with status 3; stopped the others'),
+    (('--sleep', '--timeout=1'), 124, 'error: timed out after 1s; stopped all 3 processes'),
+])
+def test_local_runs_waits_and_stops(tmp_path, extra, code, message):
+  (tmp_path / 'stub_main.py').write_text(STUB_MAIN)
+  env = dict(os.environ, PYTHONPATH=str(tmp_path))
+  r = launch('local.py', '--module=stub_main', '--num_processes=3', '--devices_per_process=2',
+             *extra, env=env, cwd=tmp_path, timeout=40)
+  assert r.returncode == code, r.stderr
+  assert sorted(r.stdout.splitlines()) == [f'[{i}] devices 2 id {i}' for i in range(3)]
+  if message:
+    assert r.stderr.strip() == message
+
+
+def _main_has_distributed_flags():
+  with open(os.path.join(ROOT, 'lmjax', 'main.py')) as f:
+    return 'coordinator_address' in f.read()
+
+
+@pytest.mark.skipif(not _main_has_distributed_flags(),
+                    reason='lmjax.main has no --coordinator_address flag yet')
+def test_local_two_processes_train_tiny(tmp_path):
+  """The real trainer as 2 processes x 2 CPU devices, meeting over jax.distributed."""
+  r = launch('local.py', '--num_processes=2', '--devices_per_process=2', '--timeout=400', '--',
+             '--config=experiments/synthetic_lm.py:tiny', f'--workdir={tmp_path / "w"}',
+             '--config.num_train_steps=4', '--config.eval_every=4',
+             '--config.checkpoint.every=4', '--config.sample.num_samples=0', timeout=450)
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+  assert '[0] done: 4 steps' in r.stdout
+
+
+@pytest.mark.parametrize('script,args', [
+    ('tpu_vm.py', ['--name=n', '--zone=z', '--project=p', '--accelerator=v5p-64',
+                   f'--config={CONFIG}', '--workdir=gs://b', '--bogus=1']),
+    ('tpu_vm.py', ['--name=n', '--zone=z', '--project=p', '--accelerator=v5p-63',
+                   f'--config={CONFIG}', '--workdir=gs://b']),
+    ('tpu_vm.py', ['--name=n', '--zone=z', '--project=p', '--accelerator=v5p-64',
+                   f'--config={CONFIG}', '--workdir=/local/dir']),
+    ('tpu_vm.py', ['--zone=z']),
+    ('gke.py', ['--name=n', '--image=i', f'--config={CONFIG}', '--workdir=gs://b']),
+    ('gke.py', ['--name=n', '--image=i', f'--config={CONFIG}', '--workdir=gs://b',
+                '--gpu_type=nvidia-h100-80gb', '--num_nodes=0']),
+    ('slurm.py', ['--nodes=two', f'--config={CONFIG}', '--workdir=/w']),
+    ('slurm.py', ['--nodes=2', f'--config={CONFIG}', '--workdir=/w', 'stray']),
+    ('local.py', ['--num_processes=0']),
+    ('local.py', ['--timeout=-1']),
+])
+def test_bad_flags_fail_in_one_line(script, args):
+  r = launch(script, *args, '--dry-run')
+  assert r.returncode == 2
+  assert r.stdout == ''
+  assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('error: ')
