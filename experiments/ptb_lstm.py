@@ -53,6 +53,7 @@ def get_config(arg: str = 'small'):
   c.eval_batch_size = 1
   c.seq_len = bptt
   c.num_epochs = epochs
+  c.loss_normalization = 'sequences'  # summed over bptt steps, as the paper's code
   c.eval_every = 0  # every epoch
   c.log_every = 200
   c.checkpoint.every = 2000

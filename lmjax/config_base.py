@@ -17,6 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 1000
   c.num_epochs = 0  # > 0: train this many epochs instead of num_train_steps
   c.label_smoothing = 0.0
+  c.loss_normalization = 'tokens'  # or 'sequences': summed over time, mean over batch
   c.log_every = 50
   c.eval_every = 500  # <= 0: once per epoch
   c.checkpoint = ml_collections.ConfigDict({'every': 500, 'max_to_keep': 3,
@@ -29,7 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
       'dtype': 'float32'})
 
   c.data = ml_collections.ConfigDict({
-      'source': 'synthetic', 'train': '', 'eval': '', 'test': '', 'eval_fraction': 0.0, 'name': '', 'train_split': 'train',
+      'source': 'synthetic', 'train': '', 'eval': '', 'test': '', 'eval_fraction': 0.0,
+      'name': '', 'train_split': 'train',
       'eval_split': 'validation', 'data_dir': '', 'text_key': '',
       'tokenizer': 'word', 'vocab_size': 8000, 'spm_model': '', 'spm_type': 'unigram',
       'synthetic_lines': 20000, 'synthetic_eval_lines': 2000, 'seed': 0})

@@ -35,12 +35,27 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float 
   return nll
 
 
+def _say(*args) -> None:
+  """Progress for the user, from process 0 only."""
+  if jax.process_index() == 0:
+    print(*args, flush=True)
+
+
 def _reset_carry(carry: Any, reset: jax.Array) -> Any:
   return jax.tree.map(lambda c: jnp.where(reset > 0, jnp.zeros_like(c), c), carry)
 
 
-def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float):
-  """Pure train and eval steps over the state dict."""
+def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
+               loss_normalization: str = 'tokens'):
+  """Pure train and eval steps over the state dict.
+
+  loss_normalization: 'tokens' minimises the mean NLL per target token; 'sequences' the NLL
+  summed over each window's time steps and averaged over the batch, as in Zaremba et al.'s
+  PTB code (their lr 1.0 and clip 5 assume this scale: the gradient is bptt times larger).
+  """
+  if loss_normalization not in ('tokens', 'sequences'):
+    raise UserError(f'config.loss_normalization: {loss_normalization!r} is not tokens or '
+                    'sequences')
   def train_step(state, batch):
     rng, dropout_rng = jax.random.split(state['rng'])
     carry = state.get('carry')
@@ -51,9 +66,11 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float):
       logits, new_carry = family.apply({'params': params}, batch['inputs'], carry,
                                        {'dropout': dropout_rng}, False)
       nll = cross_entropy(logits, batch['targets'], label_smoothing) * batch['weights']
-      return nll.sum() / jnp.maximum(batch['weights'].sum(), 1.0), new_carry
+      per_token = nll.sum() / jnp.maximum(batch['weights'].sum(), 1.0)
+      objective = per_token if loss_normalization == 'tokens' else nll.sum() / nll.shape[0]
+      return objective, (per_token, new_carry)
 
-    (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    (_, (loss, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     new_state = dict(state, step=state['step'] + 1, rng=rng, opt_state=opt_state,
                      params=optax.apply_updates(state['params'], updates))
@@ -180,18 +197,36 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
                              test=test_corpus)
 
 
+def _local_rows(sh, global_shape) -> slice:
+  """The contiguous block of batch rows that this process's devices hold."""
+  idx = sh.addressable_devices_indices_map(global_shape).values()
+  starts = [i[0].start or 0 for i in idx]
+  stops = [global_shape[0] if i[0].stop is None else i[0].stop for i in idx]
+  return slice(min(starts), max(stops))
+
+
 def _put(batch: dict, s: Setup) -> dict:
-  """Host numpy batch -> global arrays sharded over the data axes."""
+  """Global numpy batch -> global arrays sharded over the data axes.
+
+  Every process computes the same global batch (the iterators are deterministic) and hands
+  over only the rows its own devices hold, so a multi-process run sees the batches a
+  single-process run would.
+  """
   out = {}
   for k, v in batch.items():
-    sh = s.batch_sharding if v.ndim == 2 else sharding.replicated(s.mesh)
-    out[k] = jax.make_array_from_process_local_data(sh, v, v.shape)
+    if v.ndim == 2:
+      sh = s.batch_sharding
+      v_local = v[_local_rows(sh, v.shape)] if jax.process_count() > 1 else v
+    else:
+      sh, v_local = sharding.replicated(s.mesh), v
+    out[k] = jax.make_array_from_process_local_data(sh, v_local, v.shape)
   return out
 
 
 def compile_steps(s: Setup):
   train_step, eval_step = make_steps(s.family, s.tx, s.schedule,
-                                     s.config.get('label_smoothing', 0.0))
+                                     s.config.get('label_smoothing', 0.0),
+                                     s.config.get('loss_normalization', 'tokens'))
   batch_keys = ('inputs', 'targets', 'weights') + (('reset',) if s.family.stateful else ())
   batch_sh = {k: s.batch_sharding if k != 'reset' else sharding.replicated(s.mesh)
               for k in batch_keys}
@@ -228,15 +263,14 @@ def _print_report(split: str, step: int, report: dict) -> None:
   extra = ''.join(f'  {k} {report[k]:.3f}' for k in ('word_ppl', 'bpb') if k in report)
   if 'oov' in report:
     extra += f'  ({report["oov"]:,} words mapped to <unk>)'
-  print(f'{split} step {step}: ppl {report["ppl"]:.3f} over {report["tokens"]:,} tokens{extra}',
-        flush=True)
+  _say(f'{split} step {step}: ppl {report["ppl"]:.3f} over {report["tokens"]:,} tokens{extra}')
 
 
 def sample_text(s: Setup, params, num: int, prompt_tokens: int, num_new: int, seed: int,
                 temperature: float, top_k: int, top_p: float) -> list[tuple[str, str]]:
   """Continuations of the first words of a few eval lines."""
-  if s.family.stateful:
-    return []
+  if s.family.stateful or jax.process_count() > 1:
+    return []  # RNN sampling is not implemented; multi-process params are not host-local
   from lmjax import decoding
   stream = s.eval.stream
   eos_positions = np.flatnonzero(stream == s.tokenizer.eos_id)[:-1]
@@ -292,14 +326,14 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
     state = restored.state
     train_iter.set_state(restored.data)
     logging.info('resumed from checkpoint step %d in %s', step0, mngr.directory)
-    print(f'resuming from step {step0}', flush=True)
+    _say(f'resuming from step {step0}')
   else:
     with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
       state = p_init(jax.random.PRNGKey(config.seed))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state['params']))
-  print(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)}; '
+  _say(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)}; '
         f'vocab {s.tokenizer.vocab_size}; train {s.train.num_predictions:,} tokens, '
-        f'{s.steps_per_epoch:,} steps per epoch', flush=True)
+        f'{s.steps_per_epoch:,} steps per epoch')
 
   writer = metrics.MetricWriter(workdir, enabled=is_main)
   step = int(state['step'])
@@ -325,8 +359,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
         scal = {'loss': loss, 'lr': float(fetched[-1]['lr']),
                 'grad_norm': float(fetched[-1]['grad_norm']), 'tokens_per_sec': tps}
         writer.write(step, 'train', scal)
-        print(f'step {step}/{total}  loss {loss:.4f}  lr {scal["lr"]:.2e}  '
-              f'tokens/s {tps:,.0f}  eta {eta:.0f}s', flush=True)
+        _say(f'step {step}/{total}  loss {loss:.4f}  lr {scal["lr"]:.2e}  '
+              f'tokens/s {tps:,.0f}  eta {eta:.0f}s')
         pending, t_last, step_last = [], now, step
       if step % eval_every == 0 or step == total:
         report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
@@ -340,8 +374,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   if report is None:
     report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
   wall = time.time() - t_start
-  print(f'done: {step} steps in {wall:.0f}s; eval ppl {report["ppl"]:.3f} '
-        f'(uniform {s.tokenizer.vocab_size})', flush=True)
+  _say(f'done: {step} steps in {wall:.0f}s; eval ppl {report["ppl"]:.3f} '
+        f'(uniform {s.tokenizer.vocab_size})')
   if s.test is not None:
     test_report = evaluate(s, p_eval, state['params'], config.eval_batch_size, 'test')
     writer.write(step, 'test', test_report)
@@ -352,6 +386,6 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
     for prompt, cont in sample_text(s, state['params'], smp.num_samples, smp.prompt_tokens,
                                     smp.max_new_tokens, config.seed, smp.temperature,
                                     smp.top_k, smp.top_p):
-      print(f'sample: {prompt} -> {cont}', flush=True)
+      _say(f'sample: {prompt} -> {cont}')
   writer.close()
   return report

@@ -19,6 +19,7 @@ import dataclasses
 import os
 from typing import Any, Iterator, Optional
 
+import jax
 import numpy as np
 
 from lmjax.data import synthetic, text, tokenizers
@@ -86,7 +87,7 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
   else:
     raise UserError(f'config.data.tokenizer: unknown tokenizer {kind!r} '
                     '(word, sentencepiece, char)')
-  if saved:
+  if saved and jax.process_index() == 0:  # one writer; the others built the same tokenizer
     os.makedirs(saved, exist_ok=True)
     tok.save(saved)
   return tok
