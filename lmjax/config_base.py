@@ -48,3 +48,16 @@ def base_config() -> ml_collections.ConfigDict:
                                         'max_new_tokens': 20, 'temperature': 0.8, 'top_k': 0,
                                         'top_p': 0.95})
   return c
+
+
+def load_experiment(path: str, variant: str = '') -> ml_collections.ConfigDict:
+  """get_config(variant) of an experiment file (tests and tools; main.py uses config_flags)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'experiments', path)
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)

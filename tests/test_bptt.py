@@ -5,11 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import train
+from lmjax import config_base, train
 from lmjax.data import lm as lm_data
 from lmjax.data import synthetic
 from lmjax.errors import UserError
-from tests.test_train import load_experiment
 
 
 def write_corpus(tmp_path):
@@ -19,7 +18,7 @@ def write_corpus(tmp_path):
 
 
 def ptb_tiny(tmp_path, **overrides):
-  c = load_experiment('ptb_lstm.py').get_config('tiny')
+  c = config_base.load_experiment('ptb_lstm.py', 'tiny')
   c.data.train, c.data.eval = write_corpus(tmp_path)
   for k, v in overrides.items():
     c[k] = v

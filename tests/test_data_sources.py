@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import pickle
 import random
@@ -347,3 +348,75 @@ def test_tfds_parallel_split(data_dir):
               needles=['text_key', 'de, en'])
   assert sorted(tfds_source.load_text_split(_PARALLEL_NAME, 'train', text_key='en',
                                             data_dir=data_dir)) == ['lost', 'one', 'three', 'two']
+
+
+# ----------------------------------------------------------- the train loop on TFDS and files
+
+_LOOP_NAME = 'lmjax_test_data_sources_loop'
+
+
+class LmjaxTestDataSourcesLoop(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Synthetic-grammar sentences as a TFDS text dataset with train/validation splits."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, features=tfds.features.FeaturesDict({'text': tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    from lmjax.data import synthetic
+    return {'train': self._generate_examples(synthetic.generate_lines(600, 0)),
+            'validation': self._generate_examples(synthetic.generate_lines(60, 1))}
+
+  def _generate_examples(self, texts):
+    for i, t in enumerate(texts):
+      yield i, {'text': t}
+
+
+def _loop_config():
+  from lmjax import config_base
+  c = config_base.load_experiment('synthetic_lm.py', 'tiny')
+  c.num_train_steps = 30
+  c.eval_every = 30
+  c.checkpoint.every = 30
+  c.sample.num_samples = 1
+  return c
+
+
+def test_train_loop_reads_tfds_with_a_sentencepiece_model(tmp_path):
+  import jax
+  from lmjax import train
+  root = tmp_path / 'tfds'
+  LmjaxTestDataSourcesLoop(data_dir=str(root), file_format='array_record').download_and_prepare(
+      download_config=tfds.download.DownloadConfig())
+  c = _loop_config()
+  c.data.update(source='tfds', name=_LOOP_NAME, data_dir=str(root), tokenizer='sentencepiece',
+                vocab_size=60, train_split='train', eval_split='validation')
+  report = train.train_and_evaluate(c, str(tmp_path / 'wd'), devices=jax.devices()[:2])
+  tok = tokenizers.load_tokenizer(str(tmp_path / 'wd' / 'tokenizer'))
+  assert isinstance(tok, tokenizers.SentencePieceTokenizer)
+  # Every eval token (pieces plus one <eos> per line) was scored; word-level figures too.
+  from lmjax.data import synthetic
+  lines = synthetic.generate_lines(60, 1)
+  assert report['tokens'] == sum(len(tok.encode(l)) + 1 for l in lines)
+  assert report['ppl'] < tok.vocab_size
+  words = sum(len(l.split()) + 1 for l in lines)
+  assert report['word_ppl'] == pytest.approx(math.exp(report['nll'] * report['tokens'] / words))
+  nbytes = sum(len(l.encode()) + 1 for l in lines)
+  assert report['bpb'] == pytest.approx(report['nll'] * report['tokens'] / math.log(2) / nbytes)
+
+
+def test_train_loop_on_word_level_files_counts_unknown_words(tmp_path, capsys):
+  import jax
+  from lmjax import train
+  from lmjax.data import synthetic
+  (tmp_path / 'train.txt').write_text('\n'.join(synthetic.generate_lines(400, 0)) + '\n')
+  (tmp_path / 'valid.txt').write_text('\n'.join(synthetic.generate_lines(40, 1)) +
+                                      '\nthe zebra sees a unicorn .\n')
+  c = _loop_config()
+  c.data.update(source='text', train=str(tmp_path / 'train.txt'),
+                eval=str(tmp_path / 'valid.txt'), tokenizer='word')
+  report = train.train_and_evaluate(c, str(tmp_path / 'wd'), devices=jax.devices()[:2])
+  assert report['oov'] == 2
+  assert '2 words mapped to <unk>' in capsys.readouterr().out

@@ -25,7 +25,7 @@ def load_experiment(name):
 
 
 def tiny_config():
-  c = load_experiment('synthetic_lm.py').get_config('tiny')
+  c = config_base.load_experiment('synthetic_lm.py', 'tiny')
   c.model.update(d_model=32, num_heads=2, d_ff=64, dropout_rate=0.1)
   return c
 
@@ -102,7 +102,7 @@ def test_mesh_and_batch_errors_before_compiling():
 
 
 def test_short_run_learns_the_synthetic_grammar(tmp_path, capsys):
-  c = load_experiment('synthetic_lm.py').get_config('tiny')
+  c = config_base.load_experiment('synthetic_lm.py', 'tiny')
   c.num_train_steps = 150
   c.eval_every = 150
   report = train.train_and_evaluate(c, str(tmp_path))
