@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seq_len = 128
   c.num_train_steps = 1000
   c.num_epochs = 0  # > 0: train this many epochs instead of num_train_steps
+  c.grad_accum_steps = 1  # microbatches per update (the batch is split, gradients summed)
   c.label_smoothing = 0.0
   c.loss_normalization = 'tokens'  # or 'sequences': summed over time, mean over batch
   c.log_every = 50

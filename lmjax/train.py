@@ -46,38 +46,61 @@ def _reset_carry(carry: Any, reset: jax.Array) -> Any:
 
 
 def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
-               loss_normalization: str = 'tokens'):
+               loss_normalization: str = 'tokens', grad_accum_steps: int = 1):
   """Pure train and eval steps over the state dict.
 
   loss_normalization: 'tokens' minimises the mean NLL per target token; 'sequences' the NLL
   summed over each window's time steps and averaged over the batch, as in Zaremba et al.'s
   PTB code (their lr 1.0 and clip 5 assume this scale: the gradient is bptt times larger).
+  grad_accum_steps: the batch is split into this many microbatches whose gradient sums are
+  accumulated in a scan before one update, which equals the update of the whole batch.
   """
   if loss_normalization not in ('tokens', 'sequences'):
     raise UserError(f'config.loss_normalization: {loss_normalization!r} is not tokens or '
                     'sequences')
+
+  def nll_sums(params, inputs, targets, weights, carry, rng):
+    """(summed NLL, (summed weights, new carry)): sums, so microbatches add up exactly."""
+    logits, new_carry = family.apply({'params': params}, inputs, carry, {'dropout': rng}, False)
+    nll = cross_entropy(logits, targets, label_smoothing) * weights
+    return nll.sum(), (weights.sum(), new_carry)
+
+  grad_fn = jax.value_and_grad(nll_sums, has_aux=True)
+
+  def accumulated(params, batch, carry, rng):
+    m = grad_accum_steps
+    if m == 1:
+      return grad_fn(params, batch['inputs'], batch['targets'], batch['weights'], carry, rng)
+    # Microbatch i takes rows i, i+m, ...: each device keeps contributing its own rows.
+    split = lambda x: jnp.swapaxes(x.reshape(x.shape[0] // m, m, *x.shape[1:]), 0, 1)
+    merge = lambda x: jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
+    xs = (split(batch['inputs']), split(batch['targets']), split(batch['weights']),
+          jax.tree.map(split, carry), jax.random.split(rng, m))
+
+    def body(acc, x):
+      (nll, (w, c)), g = grad_fn(params, *x)
+      acc = jax.tree.map(jnp.add, acc, (nll, w, g))
+      return acc, c
+
+    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+    (nll, w, grads), new_carry = jax.lax.scan(body, zeros, xs)
+    return (nll, (w, jax.tree.map(merge, new_carry))), grads
+
   def train_step(state, batch):
     rng, dropout_rng = jax.random.split(state['rng'])
     carry = state.get('carry')
     if family.stateful:
       carry = _reset_carry(carry, batch['reset'])
-
-    def loss_fn(params):
-      logits, new_carry = family.apply({'params': params}, batch['inputs'], carry,
-                                       {'dropout': dropout_rng}, False)
-      nll = cross_entropy(logits, batch['targets'], label_smoothing) * batch['weights']
-      per_token = nll.sum() / jnp.maximum(batch['weights'].sum(), 1.0)
-      objective = per_token if loss_normalization == 'tokens' else nll.sum() / nll.shape[0]
-      return objective, (per_token, new_carry)
-
-    (_, (loss, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    (nll, (w, new_carry)), grads = accumulated(state['params'], batch, carry, dropout_rng)
+    norm = jnp.maximum(w, 1.0) if loss_normalization == 'tokens' else batch['inputs'].shape[0]
+    grads = jax.tree.map(lambda g: g / norm, grads)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     new_state = dict(state, step=state['step'] + 1, rng=rng, opt_state=opt_state,
                      params=optax.apply_updates(state['params'], updates))
     if family.stateful:
       new_state['carry'] = jax.lax.stop_gradient(new_carry)  # truncated BPTT boundary
-    out = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': schedule(state['step']),
-           'tokens': batch['weights'].sum()}
+    out = {'loss': nll / jnp.maximum(w, 1.0), 'grad_norm': optax.tree.norm(grads),
+           'lr': schedule(state['step']), 'tokens': w}
     return new_state, out
 
   def eval_step(params, batch, carry):
@@ -224,9 +247,14 @@ def _put(batch: dict, s: Setup) -> dict:
 
 
 def compile_steps(s: Setup):
+  accum = int(s.config.get('grad_accum_steps', 1))
+  if accum < 1 or s.config.batch_size % (accum * sharding.data_parallel_size(s.mesh)):
+    raise UserError(f'config.grad_accum_steps={accum}: config.batch_size='
+                    f'{s.config.batch_size} must split into {accum} microbatches that the '
+                    f'data-parallel size {sharding.data_parallel_size(s.mesh)} divides')
   train_step, eval_step = make_steps(s.family, s.tx, s.schedule,
                                      s.config.get('label_smoothing', 0.0),
-                                     s.config.get('loss_normalization', 'tokens'))
+                                     s.config.get('loss_normalization', 'tokens'), accum)
   batch_keys = ('inputs', 'targets', 'weights') + (('reset',) if s.family.stateful else ())
   batch_sh = {k: s.batch_sharding if k != 'reset' else sharding.replicated(s.mesh)
               for k in batch_keys}

@@ -1,0 +1,71 @@
+"""Layer scan, rematerialisation and gradient accumulation change cost, never the result."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmjax import config_base, train
+from lmjax.models import transformer
+
+
+def _loss_and_grads(cfg, params, tokens):
+  model = transformer.TransformerLM(cfg)
+
+  def loss(p):
+    logits = model.apply({'params': p}, tokens[:, :-1])
+    return train.cross_entropy(logits, tokens[:, 1:]).mean()
+
+  return jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize('remat', ['none', 'full', 'dots'])
+def test_scan_unrolled_and_remat_give_the_same_loss_and_gradients(remat):
+  kw = dict(vocab_size=40, d_model=32, num_heads=4, num_layers=3, d_ff=64, max_len=16,
+            dropout_rate=0.0)
+  tokens = jax.random.randint(jax.random.key(0), (4, 12), 0, 40)
+  scanned = transformer.TransformerConfig(scan_layers=True, remat='none', **kw)
+  ps = nn.meta.unbox(transformer.TransformerLM(scanned).init(jax.random.key(1), tokens)['params'])
+  pu = {k: v for k, v in ps.items() if k != 'layers'}
+  for i in range(3):
+    pu[f'layer_{i}'] = jax.tree.map(lambda a, i=i: a[i], ps['layers'])
+  ref_loss, ref_grads = _loss_and_grads(scanned, ps, tokens)
+  for scan in (True, False):
+    cfg = transformer.TransformerConfig(scan_layers=scan, remat=remat, **kw)
+    loss, grads = _loss_and_grads(cfg, ps if scan else pu, tokens)
+    if not scan:  # restack per-layer gradients to compare with the scanned ones
+      layers = jax.tree.map(lambda *a: jnp.stack(a), *[grads[f'layer_{i}'] for i in range(3)])
+      grads = {**{k: v for k, v in grads.items() if not k.startswith('layer_')},
+               'layers': layers}
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 grads, ref_grads)
+
+
+@pytest.mark.parametrize('model', ['transformer', 'rnn'])
+def test_gradient_accumulation_equals_the_large_batch(model):
+  c = config_base.load_experiment('synthetic_lm.py' if model == 'transformer' else
+                                  'ptb_lstm.py', 'tiny')
+  if model == 'rnn':
+    c.data.update(source='synthetic', synthetic_lines=300, synthetic_eval_lines=20)
+    c.batch_size, c.eval_batch_size = 8, 8
+  c.model.update(dropout_rate=0.0) if model == 'transformer' else c.model.update(dropout=0.0)
+  c.mesh.update(data=2, fsdp=1, tensor=1)
+  results = []
+  for accum in (1, 4):
+    c.grad_accum_steps = accum
+    s = train.setup(c, None, devices=jax.devices()[:2])
+    p_init, p_train, _ = train.compile_steps(s)
+    it = (train.lm_data.BpttIterator if s.family.stateful else train.lm_data.WindowIterator)(
+        s.train.stream, c.batch_size, c.seq_len, 0)
+    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+      state = p_init(jax.random.PRNGKey(0))
+      outs = []
+      for _ in range(3):
+        state, out = p_train(state, train._put(next(it), s))
+        outs.append(float(out['loss']))
+    results.append((outs, jax.device_get(state['params'])))
+  np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               results[0][1], results[1][1])
