@@ -49,6 +49,10 @@ def main(argv):
     raise cli.UserError('--config is required (e.g. --config=experiments/synthetic_lm.py)')
   cli.check_workdir(FLAGS.workdir)
   init_distributed()
+  if FLAGS.config.model.name == 'kneser_ney':  # a count model: fitted, not trained
+    from lmjax import ngram_lm
+    ngram_lm.fit_and_evaluate(FLAGS.config, FLAGS.workdir)
+    return
   from lmjax import train  # imported after flag parsing: jax start-up is not needed for --help
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

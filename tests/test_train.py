@@ -133,6 +133,9 @@ def test_every_experiment_config_builds(name, variant):
   for key in ('model', 'data', 'optimizer', 'mesh'):
     assert key in c
   assert set(base.keys()) <= set(c.keys())
+  if c.model.name == 'kneser_ney':  # a count model: nothing to trace
+    assert 1 <= c.model.order <= 5
+    return
   vocab = c.data.vocab_size if c.data.tokenizer != 'word' else 10000
   family = models.build_lm(c.model, vocab)
   tokens = jax.ShapeDtypeStruct((2, min(c.seq_len, 16)), np.int32)
