@@ -45,7 +45,8 @@ def get_config(arg: str = ''):
                  dropout_rate=0.1, attention_dropout_rate=0.1, position='sinusoidal',
                  tie_embeddings=False, scan_layers=True, remat='none', dtype='bfloat16')
   c.data.update(source='tfds', name='lm1b', train_split='train', eval_split='test',
-                tokenizer='sentencepiece', vocab_size=32_000, spm_type='unigram')
+                tokenizer='sentencepiece', vocab_size=32_000, spm_type='unigram',
+                spm_input_sentence_size=1_000_000)  # a sample, as the Flax example does
   c.optimizer.update(name='adamw', learning_rate=0.05 * 1000 ** -0.5, warmup_steps=1000,
                      schedule='rsqrt', b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.1,
                      grad_clip_norm=0.0)

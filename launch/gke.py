@@ -2,10 +2,10 @@
 
   # TPU slice (one pod per TPU host; GKE gives jax its peers through the TPU environment):
   python launch/gke.py --name=lmjax-1b --image=IMAGE --accelerator=v5p-64 \
-      --config=experiments/decoder_1b.py --workdir=gs://BUCKET/run1 [--config.x=y ...] [--dry-run]
+      --config=experiments/decoder_lm.py:1b --workdir=gs://BUCKET/run1 [--config.x=y ...] [--dry-run]
   # GPU node pool (one pod per node, one process per pod over its G GPUs):
   python launch/gke.py --name=lmjax-1b --image=IMAGE --gpu_type=nvidia-h100-80gb --num_nodes=2 \
-      --gpus_per_node=8 --config=experiments/decoder_1b.py --workdir=gs://BUCKET/run1
+      --gpus_per_node=8 --config=experiments/decoder_lm.py:1b --workdir=gs://BUCKET/run1
 
 IMAGE is a container image with lmjax installed (`pip install -e .` plus jax[tpu] or
 jax[cuda12]) and the repository as its working directory. The cluster needs the JobSet

@@ -1,6 +1,6 @@
 """Train on a SLURM GPU cluster: one sbatch job, N nodes x G GPUs, one process per GPU.
 
-  python launch/slurm.py --nodes=2 --gpus_per_node=8 --config=experiments/decoder_1b.py \
+  python launch/slurm.py --nodes=2 --gpus_per_node=8 --config=experiments/decoder_lm.py:1b \
       --workdir=/shared/runs/1b [--partition=gpu] [--time=24:00:00] [--account=A] \
       [--setup='source .venv/bin/activate'] [--config.x=y ...] [--dry-run]
 

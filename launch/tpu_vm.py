@@ -1,7 +1,7 @@
 """Train on a Cloud TPU VM slice: create it, install lmjax on every worker, run, delete it.
 
   python launch/tpu_vm.py --name=lmjax-1b --zone=us-east5-a --project=PROJECT \
-      --accelerator=v5p-64 --config=experiments/decoder_1b.py --workdir=gs://BUCKET/run1 \
+      --accelerator=v5p-64 --config=experiments/decoder_lm.py:1b --workdir=gs://BUCKET/run1 \
       [--config.num_train_steps=1000 ...] [--queued] [--spot] [--repo=GIT_URL] \
       [--stages=create,install,run,delete] [--dry-run]
 

@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
       'name': '', 'train_split': 'train',
       'eval_split': 'validation', 'data_dir': '', 'text_key': '',
       'tokenizer': 'word', 'vocab_size': 8000, 'spm_model': '', 'spm_type': 'unigram',
+      'spm_input_sentence_size': 0,
       'synthetic_lines': 20000, 'synthetic_eval_lines': 2000, 'seed': 0})
 
   c.optimizer = ml_collections.ConfigDict({

@@ -1,6 +1,6 @@
 """Plan a run before paying for it: compile the train step for N devices ahead of time, on a CPU.
 
-  python -m lmjax.plan --config=experiments/decoder_1b.py --num_devices=64 [--mesh=1,64,1] \
+  python -m lmjax.plan --config=experiments/decoder_lm.py:1b --num_devices=64 [--mesh=1,64,1] \
       [--hbm_gib=95] [--vocab_size=32000] [--json_out=plan.json] [--config.batch_size=128 ...]
 
 The process simulates `--num_devices` CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count,
@@ -280,7 +280,7 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.config is None:
-    raise UserError('--config is required (e.g. --config=experiments/decoder_1b.py)')
+    raise UserError('--config is required (e.g. --config=experiments/decoder_lm.py:1b)')
   if FLAGS.num_devices is None or FLAGS.num_devices <= 0:
     raise UserError('--num_devices must be a positive integer')
   import jax

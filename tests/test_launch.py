@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = 'experiments/decoder_1b.py'
+CONFIG = 'experiments/decoder_lm.py:1b'
 OVERRIDES = ['--config.num_train_steps=100', '--config.model.num_layers=8']
 TRAIN = f'-m lmjax.main --config={CONFIG} --workdir=gs://bucket/run1 ' + ' '.join(OVERRIDES)
 
@@ -182,7 +182,11 @@ def test_local_runs_waits_and_stops(tmp_path, extra, code, message):
   r = launch('local.py', '--module=stub_main', '--num_processes=3', '--devices_per_process=2',
              *extra, env=env, cwd=tmp_path, timeout=40)
   assert r.returncode == code, r.stderr
-  assert sorted(r.stdout.splitlines()) == [f'[{i}] devices 2 id {i}' for i in range(3)]
+  lines = sorted(r.stdout.splitlines())
+  if code == 0:
+    assert lines == [f'[{i}] devices 2 id {i}' for i in range(3)]
+  else:  # the others may be stopped before they print (a loaded machine starts them slowly)
+    assert set(lines) <= {f'[{i}] devices 2 id {i}' for i in range(3)}
   if message:
     assert r.stderr.strip() == message
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = 'experiments/decoder_1b.py:tiny'
+TINY = 'experiments/decoder_lm.py:tiny'
 
 
 def plan(tmp_path, *args):
@@ -62,7 +62,7 @@ def test_scanned_layers_counted_in_flops():
 
   In-process on the 8 test devices: this only lowers, it compiles nothing."""
   from lmjax import plan as plan_lib
-  c = _load('experiments/decoder_1b.py').get_config('tiny')
+  c = _load('experiments/decoder_lm.py').get_config('tiny')
   c.model.num_layers = 3
   scanned = plan_lib.hlo_flops_per_step(c, 512)
   c.model.scan_layers = False
@@ -84,18 +84,18 @@ def test_bad_plan_flags_fail_in_one_line(tmp_path, args, message):
   assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], r.stderr
 
 
-@pytest.mark.parametrize('path,num_params', [
-    ('experiments/lm1b_transformer.py', 51_671_040),
-    ('experiments/decoder_1b.py', 936_677_376),
-    ('experiments/decoder_8b.py', 8_048_123_904),
+@pytest.mark.parametrize('path,variant,num_params', [
+    ('experiments/lm1b_transformer.py', '', 51_671_040),
+    ('experiments/decoder_lm.py', '1b', 936_677_376),
+    ('experiments/decoder_lm.py', '8b', 8_048_123_904),
 ])
-def test_pod_configs_build_abstractly(path, num_params):
+def test_pod_configs_build_abstractly(path, variant, num_params):
   """The full-size configs build (shapes and shardings only) on the 8 test devices."""
   import jax
   import numpy as np
   from lmjax import plan as plan_lib
   config = _load(path)
-  c = config.get_config('')
+  c = config.get_config(variant)
   s = plan_lib.abstract_setup(c, c.data.vocab_size)
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(s.state_shapes['params'])) == num_params
   per_dev, total = plan_lib.per_device_bytes(s.state_shapes['params'], s.state_sharding['params'])

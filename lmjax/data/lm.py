@@ -5,7 +5,8 @@ config.data fields:
   train, eval, test: file paths (text; test is optional, evaluated at the end); eval_fraction: split the train file's last lines off as
     eval when eval is empty; name, train_split, eval_split, data_dir, text_key (tfds)
   tokenizer: word | sentencepiece | char;  vocab_size (sentencepiece), spm_model (a trained
-    .model file to load instead of training one), spm_type (unigram | bpe)
+    .model file to load instead of training one), spm_type (unigram | bpe),
+    spm_input_sentence_size (train on a sample of this many lines; 0 = all)
   synthetic_lines, synthetic_eval_lines, seed (synthetic)
 
 Every line becomes its tokens followed by <eos>, and the split is one stream that starts with
@@ -83,7 +84,8 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
     else:
       tok = tokenizers.SentencePieceTokenizer.train(
           train_lines, vocab_size=cfg.vocab_size,
-          model_type='char' if kind == 'char' else cfg.get('spm_type', 'unigram'))
+          model_type='char' if kind == 'char' else cfg.get('spm_type', 'unigram'),
+          input_sentence_size=int(cfg.get('spm_input_sentence_size', 0)))
   else:
     raise UserError(f'config.data.tokenizer: unknown tokenizer {kind!r} '
                     '(word, sentencepiece, char)')
