@@ -1,35 +1,131 @@
-"""Checkpoints: an orbax CheckpointManager over {state, data iterator, meta}.
+"""Checkpoints: an orbax CheckpointManager over {state, data iterator, meta, tokenizer}.
 
 A checkpoint step directory holds
-  state: the train state pytree (params, opt_state, step, rng[, carry]), saved sharded;
-  data:  the input iterator's state (JSON), so a resumed run reads exactly the next batch;
-  meta:  JSON with the config, vocabulary size and tokenizer fingerprint.
-The tokenizer itself is saved once in WORKDIR/tokenizer (see lmjax.data.lm.build_tokenizer).
+  state:     the train state pytree (params, opt_state, step, rng[, carry]), saved sharded;
+  data:      the input iterator's state (JSON), so a resumed run reads exactly the next batch;
+  meta:      JSON with the config, vocabulary size, tokenizer fingerprint and a checksum of
+             every state leaf (`state_checksum`), checked when the state is restored;
+  tokenizer: JSON {file name: base64 contents} of the tokenizer's files, so a step directory
+             is self-contained (WORKDIR/tokenizer is what runs read; it is checked against this
+             copy through the fingerprint, and rebuilt from it when missing);
+  metrics:   (orbax's) the eval report of that step, when there was one; it ranks the best.
 Nothing is pickled: orbax stores arrays with tensorstore and the rest as JSON.
+
+Which steps are kept: the last `max_to_keep` plus the best one by `best_metric` (mode min).
+Saves are asynchronous; orbax writes a step into a temporary directory and renames it when
+complete, so a process killed mid-save leaves the previous checkpoints as they were and the
+half-written step is ignored (and cleaned up by the next run).
+
+`restore_good` restores the newest step that reads back intact (orbax raises, or the state's
+checksum differs from meta's) and moves the broken newer ones aside to WORKDIR/checkpoints_bad.
 """
 
+import asyncio
+import base64
+import errno
+import math
 import os
-from typing import Any, Optional
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocp_policies
 
 from lmjax.errors import UserError
 
 
 def manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
-            create: bool = True) -> ocp.CheckpointManager:
+            create: bool = True, best_metric: str = '',
+            best_mode: str = 'min') -> ocp.CheckpointManager:
+  """Keeps the last `max_to_keep` steps, plus the best by eval `best_metric` when it is set."""
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
-                                         enable_async_checkpointing=async_save)
+  if best_mode not in ('min', 'max'):
+    raise UserError(f'config.checkpoint.best_mode: {best_mode!r} is not min or max')
+  if best_metric:
+    # Every save passes metrics ({} without an eval); those rank worst and only LatestN keeps
+    # them. orbax stores the metrics in the step, so the ranking survives restarts.
+    worst = math.inf if best_mode == 'min' else -math.inf
+
+    def key(m):
+      v = (m or {}).get(best_metric, worst)
+      return worst if v is None or math.isnan(v) else v
+
+    keep = [ocp_policies.LatestN(n=max_to_keep),
+            ocp_policies.BestN(get_metric_fn=key, reverse=best_mode == 'min', n=1,
+                               keep_checkpoints_without_metrics=False)]
+    kw = dict(preservation_policy=ocp_policies.AnyPreservationPolicy(keep), best_fn=key,
+              best_mode=best_mode, keep_checkpoints_without_metrics=False)
+  else:
+    kw = dict(max_to_keep=max_to_keep)
+  options = ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=async_save,
+                                         cleanup_tmp_directories=create, **kw)
   return ocp.CheckpointManager(directory, options=options)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict,
-         meta: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          data=ocp.args.JsonSave(data_state),
-                                          meta=ocp.args.JsonSave(meta)))
+def step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
+  return os.path.join(str(mngr.directory), str(step))
+
+
+def _oserror(e: BaseException) -> Optional[OSError]:
+  """The OSError behind e (orbax re-raises background-thread errors wrapped), if any."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError):
+      return e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def _write_error(mngr, step: int, e: BaseException) -> UserError:
+  ose = _oserror(e)
+  what = (f'{ose.strerror or ose}' + (' (disk full?)' if ose.errno == errno.ENOSPC else '')
+          if ose else f'{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""}')
+  return UserError(f'cannot write checkpoint step {step} to {step_dir(mngr, step)}: {what}; '
+                   f'earlier checkpoints are intact (latest complete: step '
+                   f'{_latest_complete(mngr)})')
+
+
+def _latest_complete(mngr) -> Optional[int]:
+  try:
+    mngr.reload()
+    return mngr.latest_step()
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict, meta: dict,
+         tokenizer_files: Optional[dict] = None, metrics: Optional[dict] = None,
+         fail_with_enospc: bool = False) -> None:
+  """Starts an (async) save; a write error, now or from the previous save, is a UserError.
+
+  fail_with_enospc: test hook (config.debug_fail_save_at_step) simulating a full disk.
+  """
+  items = dict(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+               meta=ocp.args.JsonSave(meta))
+  if tokenizer_files is not None:
+    items['tokenizer'] = ocp.args.JsonSave(tokenizer_files)
+  try:
+    if fail_with_enospc:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(mngr, step, e) from e
+
+
+def finish(mngr: ocp.CheckpointManager, raising: bool = True) -> None:
+  """Waits for the in-flight save and closes; raising=False when already failing."""
+  try:
+    mngr.wait_until_finished()
+    mngr.close()
+  except Exception as e:  # pylint: disable=broad-except
+    if raising:
+      raise _write_error(mngr, mngr.latest_step() or -1, e) from e
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> Optional[dict]:
@@ -66,3 +162,150 @@ def check_meta(meta: dict, vocab_size: int, fingerprint: str, where: str) -> Non
   if meta.get('tokenizer_fingerprint') not in (None, fingerprint):
     raise UserError(f'{where}: the tokenizer does not match the one the checkpoint was '
                     'trained with (fingerprints differ)')
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+  """sum_i bits(x_i) * (2i + 1) mod 2^32: integer arithmetic, so the same on every mesh."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  width = x.dtype.itemsize
+  if width == 8:
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)  # [..., 2]
+  else:
+    bits = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[width])
+  bits = bits.astype(jnp.uint32).reshape(-1)
+  weight = jnp.arange(bits.shape[0], dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)
+  return jnp.sum(bits * weight, dtype=jnp.uint32)
+
+
+def checksum_fn(replicated_sharding: Any) -> Callable[[Any], list]:
+  """A function state -> [uint32 per leaf], jitted once; compares bitwise equality of states."""
+  f = jax.jit(lambda st: [_leaf_checksum(x) for x in jax.tree.leaves(st)],
+              out_shardings=replicated_sharding)
+  return lambda st: [int(v) for v in jax.device_get(f(st))]
+
+
+# ----------------------------------------------------------------------------- tokenizer copy
+
+
+def tokenizer_files(tok: Any) -> dict:
+  """{file name: base64 bytes} of what tok.save writes (tokenizer.json and its files)."""
+  with tempfile.TemporaryDirectory() as d:
+    tok.save(d)
+    return {'files': {name: base64.b64encode(open(os.path.join(d, name), 'rb').read()).decode()
+                      for name in sorted(os.listdir(d))}}
+
+
+def write_tokenizer_files(payload: dict, directory: str) -> None:
+  """Writes a checkpoint's tokenizer copy (plain files; load with tokenizers.load_tokenizer)."""
+  os.makedirs(directory, exist_ok=True)
+  for name, b64 in payload['files'].items():
+    if os.path.basename(name) != name or name in ('', '.', '..'):
+      raise UserError(f'checkpoint tokenizer copy names a bad file {name!r}')
+    with open(os.path.join(directory, name), 'wb') as f:
+      f.write(base64.b64decode(b64))
+
+
+def restore_tokenizer_dir(mngr: ocp.CheckpointManager, directory: str) -> Optional[int]:
+  """Writes the newest checkpoint's tokenizer copy to `directory`; the step, or None."""
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      payload = mngr.restore(step, args=ocp.args.Composite(
+          tokenizer=ocp.args.JsonRestore())).tokenizer
+    except Exception:  # pylint: disable=broad-except  (older or broken step: try the next)
+      continue
+    write_tokenizer_files(payload, directory)
+    return step
+  return None
+
+
+# ----------------------------------------------------------------------------- restore
+
+
+def _warn(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(f'warning: {msg}', file=sys.stderr, flush=True)
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {text[0][:200] if text else ""}'
+
+
+def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
+                 checksum: Callable[[Any], list], vocab_size: int, fingerprint: str,
+                 where: str):
+  """(step, state, data iterator state) of the newest checkpoint that restores intact.
+
+  A step that orbax cannot read, whose meta is unreadable, or whose state's checksum differs
+  from the one saved in its meta is skipped with a warning naming it and the step used
+  instead; the skipped steps are moved (not deleted) to WORKDIR/checkpoints_bad so that the
+  resumed run can write those steps again. A vocabulary mismatch is the user's to fix and
+  raises at once. If no step restores, UserError (and nothing is moved).
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  bad = []  # (step, reason)
+  for step in steps:
+    try:
+      meta = read_meta(mngr, step)
+    except Exception as e:  # pylint: disable=broad-except
+      bad.append((step, f'meta unreadable ({_first_line(e)})'))
+      continue
+    check_meta(meta, vocab_size, fingerprint, where)
+    try:
+      out = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      _quiet_closed_loop_callbacks()
+      bad.append((step, _first_line(e)))
+      continue
+    saved_sum = meta.get('checksum')
+    if saved_sum is not None and checksum(out.state) != saved_sum:
+      bad.append((step, 'state checksum does not match the one saved in meta'))
+      continue
+    if bad:
+      aside = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_bad')
+      for b, reason in bad:
+        _warn(f'checkpoint step {b} ({step_dir(mngr, b)}) cannot be restored: {reason}; '
+              f'falling back to step {step} ({step_dir(mngr, step)}); moved it to {aside}')
+      _move_aside(mngr, [b for b, _ in bad], aside)
+    return step, out.state, out.data
+  detail = '; '.join(f'step {b}: {r}' for b, r in bad[:3])
+  raise UserError(f'no checkpoint in {mngr.directory} can be restored ({detail}); nothing was '
+                  'deleted: move the checkpoints directory away to start from scratch')
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """After a failed restore, tensorstore finishes the reads still in flight and hands them to
+  orbax's event loop, already closed: each prints an 'Event loop is closed' traceback from a
+  C++ thread. Such a call has nothing left to do, so make it a no-op (only once a restore has
+  failed; a loop that is open behaves as before)."""
+  base = asyncio.BaseEventLoop
+  if getattr(base.call_soon_threadsafe, 'lmjax_quiet', False):
+    return
+  orig = base.call_soon_threadsafe
+
+  def call_soon_threadsafe(self, *args, **kwargs):
+    if self.is_closed():
+      return None
+    return orig(self, *args, **kwargs)
+
+  call_soon_threadsafe.lmjax_quiet = True
+  base.call_soon_threadsafe = call_soon_threadsafe
+
+
+def _move_aside(mngr, steps: list, aside: str) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(aside, exist_ok=True)
+    for b in steps:
+      dest = os.path.join(aside, f'{b}.{time.strftime("%Y%m%d-%H%M%S")}')
+      shutil.move(step_dir(mngr, b), dest)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices('lmjax_checkpoints_moved_aside')
+  mngr.reload()

@@ -21,8 +21,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss_normalization = 'tokens'  # or 'sequences': summed over time, mean over batch
   c.log_every = 50
   c.eval_every = 500  # <= 0: once per epoch
+  # Keeps the last max_to_keep steps plus the best by eval best_metric ('' to disable; mode
+  # min or max). stop_check_every: with several processes, how often (steps) they agree on
+  # whether a SIGTERM arrived (a tiny all-gather); alone, every step at no cost.
   c.checkpoint = ml_collections.ConfigDict({'every': 500, 'max_to_keep': 3,
-                                            'async_save': True})
+                                            'async_save': True, 'best_metric': 'ppl',
+                                            'best_mode': 'min', 'stop_check_every': 1})
+  # A step whose loss or gradient norm is NaN/Inf applies no update; 'stop' then ends the run
+  # (exit 2, no checkpoint of it), 'skip' goes on and counts it ('skipped' in metrics.jsonl).
+  c.nan_policy = 'stop'
+  # Test hooks (fault injection; 0 = off): the update making step N gets a NaN loss and
+  # gradient; the checkpoint save at step N fails as on a full disk (OSError ENOSPC).
+  c.debug_nan_at_step = 0
+  c.debug_fail_save_at_step = 0
 
   c.model = ml_collections.ConfigDict({
       'name': 'transformer', 'd_model': 512, 'num_heads': 8, 'num_layers': 6, 'd_ff': 2048,

@@ -11,7 +11,9 @@ axis names and the config's rules, and the init function is jitted with those ou
 import dataclasses
 import json
 import logging
-import math
+import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -46,8 +48,15 @@ def _reset_carry(carry: Any, reset: jax.Array) -> Any:
 
 
 def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
-               loss_normalization: str = 'tokens', grad_accum_steps: int = 1):
+               loss_normalization: str = 'tokens', grad_accum_steps: int = 1,
+               debug_nan_at_step: int = 0):
   """Pure train and eval steps over the state dict.
+
+  A step whose loss or gradient norm is not finite applies no update: params and optimizer
+  state stay as they were (the step counter, rng and data still advance) and out['finite'] is
+  False; the loop then stops or skips by config.nan_policy.
+  debug_nan_at_step: test hook; the loss and gradients of the update that makes step N are
+  multiplied by NaN.
 
   loss_normalization: 'tokens' minimises the mean NLL per target token; 'sequences' the NLL
   summed over each window's time steps and averaged over the batch, as in Zaremba et al.'s
@@ -92,15 +101,25 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
     if family.stateful:
       carry = _reset_carry(carry, batch['reset'])
     (nll, (w, new_carry)), grads = accumulated(state['params'], batch, carry, dropout_rng)
+    if debug_nan_at_step:
+      poison = jnp.where(state['step'] + 1 == debug_nan_at_step, jnp.nan, 1.0)
+      nll, grads = nll * poison, jax.tree.map(lambda g: g * poison, grads)
     norm = jnp.maximum(w, 1.0) if loss_normalization == 'tokens' else batch['inputs'].shape[0]
     grads = jax.tree.map(lambda g: g / norm, grads)
+    loss, grad_norm = nll / jnp.maximum(w, 1.0), optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    new_state = dict(state, step=state['step'] + 1, rng=rng, opt_state=opt_state,
-                     params=optax.apply_updates(state['params'], updates))
+    keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = dict(state, step=state['step'] + 1, rng=rng,
+                     opt_state=keep_if_bad(opt_state, state['opt_state']),
+                     params=keep_if_bad(optax.apply_updates(state['params'], updates),
+                                        state['params']))
     if family.stateful:
-      new_state['carry'] = jax.lax.stop_gradient(new_carry)  # truncated BPTT boundary
-    out = {'loss': nll / jnp.maximum(w, 1.0), 'grad_norm': optax.tree.norm(grads),
-           'lr': schedule(state['step']), 'tokens': w}
+      new_carry = jax.lax.stop_gradient(new_carry)  # truncated BPTT boundary
+      new_state['carry'] = jax.tree.map(lambda c: jnp.where(finite, c, jnp.zeros_like(c)),
+                                        new_carry)
+    out = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state['step']), 'tokens': w,
+           'finite': finite}
     return new_state, out
 
   def eval_step(params, batch, carry):
@@ -175,6 +194,14 @@ def sharded_state(config: Any, family: models.LMFamily, tx, mesh, rules: tuple):
   return init_fn, state_shapes, state_sharding
 
 
+def _build_family(config: Any, vocab_size: int) -> models.LMFamily:
+  family = models.build_lm(config.model, vocab_size)
+  max_len = models.max_len(family)
+  if max_len is not None and config.seq_len > max_len:
+    raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
+  return family
+
+
 def setup_model(config: Any, vocab_size: int, steps_per_epoch: int | None = None,
                 devices: Any = None) -> Setup:
   """Mesh, model, optimizer and the state's shapes/shardings: no data, nothing compiled.
@@ -189,10 +216,7 @@ def setup_model(config: Any, vocab_size: int, steps_per_epoch: int | None = None
   sharding.check_batch(config.batch_size, mesh)
   sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')
   # --- model ---
-  family = models.build_lm(config.model, vocab_size)
-  max_len = models.max_len(family)
-  if max_len is not None and config.seq_len > max_len:
-    raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
+  family = _build_family(config, vocab_size)
   num_steps = config.num_train_steps
   if config.get('num_epochs', 0) and steps_per_epoch:
     num_steps = int(config.num_epochs * steps_per_epoch)
@@ -210,6 +234,7 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
   """Data (tokenizer, corpora) then `setup_model`; checks run before any data is read."""
   check_config(config)
   sharding.check_batch(config.batch_size, sharding.make_mesh(config.mesh, devices))
+  _build_family(config, 256)  # model config errors before any data is read or written
   tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
   stateful = models.is_stateful(config.model)
   it_cls = lm_data.BpttIterator if stateful else lm_data.WindowIterator
@@ -254,7 +279,8 @@ def compile_steps(s: Setup):
                     f'data-parallel size {sharding.data_parallel_size(s.mesh)} divides')
   train_step, eval_step = make_steps(s.family, s.tx, s.schedule,
                                      s.config.get('label_smoothing', 0.0),
-                                     s.config.get('loss_normalization', 'tokens'), accum)
+                                     s.config.get('loss_normalization', 'tokens'), accum,
+                                     int(s.config.get('debug_nan_at_step', 0)))
   batch_keys = ('inputs', 'targets', 'weights') + (('reset',) if s.family.stateful else ())
   batch_sh = {k: s.batch_sharding if k != 'reset' else sharding.replicated(s.mesh)
               for k in batch_keys}
@@ -325,15 +351,90 @@ def sample_text(s: Setup, params, num: int, prompt_tokens: int, num_new: int, se
   return res
 
 
-def _meta(s: Setup) -> dict:
-  return {'config': json.loads(s.config.to_json_best_effort()),
+def _meta(s: Setup, state_checksum: list | None = None) -> dict:
+  meta = {'config': json.loads(s.config.to_json_best_effort()),
           'vocab_size': int(s.tokenizer.vocab_size),
           'tokenizer_fingerprint': s.tokenizer.fingerprint()}
+  if state_checksum is not None:
+    meta['checksum'] = state_checksum
+  return meta
+
+
+# --- preemption: SIGTERM -> finish the step, checkpoint, exit 0 ---
+
+
+def agree_to_stop(local: bool) -> bool:
+  """True on every process if any process was asked to stop: all save at the same step."""
+  if jax.process_count() == 1:
+    return bool(local)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags = multihost_utils.process_allgather(np.asarray([int(bool(local))], np.int32))
+  return bool(np.any(flags))
+
+
+class StopWatch:
+  """Catches SIGTERM (preemption notices, `kill`, SLURM/GKE shutdown) as a request to stop.
+
+  The loop asks `should_stop(step)` after each step; with several processes the local flags
+  are combined every `every` steps (a tiny all-gather), so all processes stop at one step.
+  """
+
+  def __init__(self, every: int = 1):
+    self.requested, self.every, self._old = False, max(1, int(every)), None
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1 and step % self.every:
+      return False
+    return agree_to_stop(self.requested)
+
+  def close(self) -> None:
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+      self._old = None
+
+
+def _restore_tokenizer_copy(workdir: str) -> None:
+  """A workdir with checkpoints but no tokenizer/ gets it back from the newest checkpoint."""
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  if (os.path.exists(os.path.join(tok_dir, 'tokenizer.json'))
+      or not os.path.isdir(os.path.join(workdir, 'checkpoints'))):
+    return
+  if jax.process_index() == 0:
+    mngr = checkpoint.manager(workdir, create=False, async_save=False)
+    step = checkpoint.restore_tokenizer_dir(mngr, tok_dir)
+    mngr.close()
+    if step is not None:
+      _say(f'restored {tok_dir} from checkpoint step {step}')
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices('lmjax_tokenizer_restored')
+
+
+NAN_POLICIES = ('stop', 'skip')
+BEST_METRICS = ('', 'ppl', 'nll', 'word_ppl', 'bpb')
 
 
 def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
-  """Trains config.num_train_steps steps (or num_epochs); returns the final eval report."""
+  """Trains config.num_train_steps steps (or num_epochs); returns the final eval report.
+
+  Resumes from the newest intact checkpoint in workdir (falling back past broken ones). On
+  SIGTERM it finishes the step, checkpoints and returns {'preempted_at_step': step}.
+  """
   is_main = jax.process_index() == 0
+  nan_policy = config.get('nan_policy', 'stop')
+  if nan_policy not in NAN_POLICIES:
+    raise UserError(f'config.nan_policy: {nan_policy!r} is not one of {NAN_POLICIES}')
+  ck = config.checkpoint
+  best_metric = ck.get('best_metric', '')
+  if best_metric not in BEST_METRICS:
+    raise UserError(f'config.checkpoint.best_metric: {best_metric!r} is not one of '
+                    f'{BEST_METRICS[1:]} (or empty)')
+  _restore_tokenizer_copy(workdir)
   s = setup(config, workdir, devices)
   logging.info('mesh %s; vocab %d; train %d tokens, eval %d tokens', dict(s.mesh.shape),
                s.tokenizer.vocab_size, s.train.num_predictions, s.eval.num_predictions)
@@ -341,20 +442,18 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   it_cls = lm_data.BpttIterator if s.family.stateful else lm_data.WindowIterator
   train_iter = it_cls(s.train.stream, config.batch_size, config.seq_len, config.seed)
   eval_every = config.eval_every if config.eval_every > 0 else s.steps_per_epoch
+  state_checksum = checkpoint.checksum_fn(sharding.replicated(s.mesh))
 
-  # --- state: restore the latest checkpoint or initialise ---
-  mngr = checkpoint.manager(workdir, config.checkpoint.max_to_keep,
-                            config.checkpoint.get('async_save', True))
-  if mngr.latest_step() is not None:
-    meta = checkpoint.read_meta(mngr)
-    checkpoint.check_meta(meta, s.tokenizer.vocab_size, s.tokenizer.fingerprint(),
-                          f'workdir {workdir}')
+  # --- state: restore the newest intact checkpoint or initialise ---
+  mngr = checkpoint.manager(workdir, ck.max_to_keep, ck.get('async_save', True),
+                            best_metric=best_metric, best_mode=ck.get('best_mode', 'min'))
+  if mngr.all_steps():
     abstract = checkpoint.abstract_with_sharding(s.state_shapes, s.state_sharding)
-    step0, restored = checkpoint.restore(mngr, abstract, items=('state', 'data'))
-    state = restored.state
-    train_iter.set_state(restored.data)
-    logging.info('resumed from checkpoint step %d in %s', step0, mngr.directory)
-    _say(f'resuming from step {step0}')
+    step0, state, data_state = checkpoint.restore_good(
+        mngr, abstract, state_checksum, s.tokenizer.vocab_size, s.tokenizer.fingerprint(),
+        f'workdir {workdir}')
+    train_iter.set_state(data_state)
+    _say(f'resuming from step {step0}: {checkpoint.step_dir(mngr, step0)}')
   else:
     with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
       state = p_init(jax.random.PRNGKey(config.seed))
@@ -363,47 +462,92 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
         f'vocab {s.tokenizer.vocab_size}; train {s.train.num_predictions:,} tokens, '
         f'{s.steps_per_epoch:,} steps per epoch')
 
+  tok_files = checkpoint.tokenizer_files(s.tokenizer)
+  fail_save_at = int(config.get('debug_fail_save_at_step', 0))
+
+  def save(step, state, metrics_=None):
+    checkpoint.save(mngr, step, state, train_iter.get_state(),
+                    _meta(s, state_checksum(state)), tok_files,
+                    metrics=({best_metric: metrics_[best_metric]} if metrics_ else {})
+                    if best_metric else None,
+                    fail_with_enospc=step == fail_save_at)
+
   writer = metrics.MetricWriter(workdir, enabled=is_main)
   step = int(state['step'])
   total = s.num_steps
   pending, t_last, step_last, t_start = [], time.time(), step, time.time()
-  report = None
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    while step < total:
-      batch = _put(next(train_iter), s)
-      state, out = p_train(state, batch)
-      step += 1
-      pending.append(out)
-      if step % config.log_every == 0 or step == total:
+  report, preempted, skipped_total = None, False, 0
+  watch = StopWatch(ck.get('stop_check_every', 1))
+  try:
+    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+      while step < total:
+        batch = _put(next(train_iter), s)
+        state, out = p_train(state, batch)
+        step += 1
+        pending.append(out)
+        log_now = step % config.log_every == 0 or step == total
+        eval_now = step % eval_every == 0 or step == total
+        ckpt_now = step % ck.every == 0 or step == total
+        stop_now = watch.should_stop(step)
+        if not (log_now or eval_now or ckpt_now or stop_now):
+          continue
+        # Every step is checked for a non-finite loss before anything is logged or saved.
         fetched = jax.device_get(pending)
-        now = time.time()
-        loss = float(np.mean([o['loss'] for o in fetched]))
-        if not math.isfinite(loss):
-          raise UserError(f'loss is {loss} at step {step}; last checkpoint: '
-                          f'{mngr.latest_step()}')
-        tokens = float(np.sum([o['tokens'] for o in fetched]))
-        tps = tokens / max(now - t_last, 1e-9)
-        eta = (total - step) * (now - t_last) / max(step - step_last, 1)
-        scal = {'loss': loss, 'lr': float(fetched[-1]['lr']),
-                'grad_norm': float(fetched[-1]['grad_norm']), 'tokens_per_sec': tps}
-        writer.write(step, 'train', scal)
-        _say(f'step {step}/{total}  loss {loss:.4f}  lr {scal["lr"]:.2e}  '
-              f'tokens/s {tps:,.0f}  eta {eta:.0f}s')
-        pending, t_last, step_last = [], now, step
-      if step % eval_every == 0 or step == total:
-        report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
-        writer.write(step, 'eval', report)
-        _print_report('eval', step, report)
-        t_last = time.time()  # do not count eval time in tokens/s
-      if step % config.checkpoint.every == 0 or step == total:
-        checkpoint.save(mngr, step, state, train_iter.get_state(), _meta(s))
-  mngr.wait_until_finished()
-  mngr.close()
+        bad = [step - len(fetched) + 1 + i for i, o in enumerate(fetched) if not o['finite']]
+        if bad and nan_policy == 'stop':
+          checkpoint.finish(mngr, raising=False)
+          last = mngr.latest_step()
+          where = (f'step {last} ({checkpoint.step_dir(mngr, last)})' if last is not None
+                   else 'none')
+          raise UserError(f'loss or gradient norm is not finite at step {bad[0]} '
+                          "(config.nan_policy='stop'): the update was not applied and the "
+                          f'run stopped; last good checkpoint: {where}')
+        if log_now:
+          now = time.time()
+          good = [o for o in fetched if o['finite']]
+          loss = float(np.mean([o['loss'] for o in good])) if good else float('nan')
+          tokens = float(np.sum([o['tokens'] for o in good]))
+          tps = tokens / max(now - t_last, 1e-9)
+          eta = (total - step) * (now - t_last) / max(step - step_last, 1)
+          scal = {'loss': loss, 'lr': float(fetched[-1]['lr']),
+                  'grad_norm': float(fetched[-1]['grad_norm']), 'tokens_per_sec': tps}
+          if nan_policy == 'skip':
+            scal['skipped'] = len(bad)
+            skipped_total += len(bad)
+          writer.write(step, 'train', scal)
+          skip_note = f'  skipped {len(bad)} (non-finite)' if bad else ''
+          _say(f'step {step}/{total}  loss {loss:.4f}  lr {scal["lr"]:.2e}  '
+               f'tokens/s {tps:,.0f}  eta {eta:.0f}s{skip_note}')
+          pending, t_last, step_last = [], now, step
+        if eval_now:
+          report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
+          writer.write(step, 'eval', report)
+          _print_report('eval', step, report)
+          t_last = time.time()  # do not count eval time in tokens/s
+        if ckpt_now or stop_now:
+          save(step, state, report if eval_now else None)
+        if stop_now:
+          preempted = True
+          break
+  except BaseException:
+    watch.close()
+    checkpoint.finish(mngr, raising=False)
+    writer.close()
+    raise
+  watch.close()
+  checkpoint.finish(mngr)
+  if preempted:
+    _say(f'preempted: SIGTERM received; finished step {step} and saved checkpoint step '
+         f'{step} in {checkpoint.step_dir(mngr, step)}; exiting (restart the same command to '
+         'resume)')
+    writer.close()
+    return {'preempted_at_step': step}
   if report is None:
     report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
   wall = time.time() - t_start
+  skip_note = f'; skipped {skipped_total} non-finite steps' if skipped_total else ''
   _say(f'done: {step} steps in {wall:.0f}s; eval ppl {report["ppl"]:.3f} '
-        f'(uniform {s.tokenizer.vocab_size})')
+       f'(uniform {s.tokenizer.vocab_size}){skip_note}')
   if s.test is not None:
     test_report = evaluate(s, p_eval, state['params'], config.eval_batch_size, 'test')
     writer.write(step, 'test', test_report)
