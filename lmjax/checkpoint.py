@@ -23,12 +23,14 @@ checksum differs from meta's) and moves the broken newer ones aside to WORKDIR/c
 import asyncio
 import base64
 import errno
+import logging as py_logging
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 import jax
@@ -234,7 +236,7 @@ def _warn(msg: str) -> None:
 
 def _first_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
-  return f'{type(e).__name__}: {text[0][:200] if text else ""}'
+  return f'{type(e).__name__}: {text[0][:160] if text else ""}'
 
 
 def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
@@ -248,6 +250,7 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
   resumed run can write those steps again. A vocabulary mismatch is the user's to fix and
   raises at once. If no step restores, UserError (and nothing is moved).
   """
+  _quiet_closed_loop_callbacks()  # before any read: tensorstore binds the loop's method
   steps = sorted(mngr.all_steps(), reverse=True)
   bad = []  # (step, reason)
   for step in steps:
@@ -261,7 +264,6 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
       out = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
-      _quiet_closed_loop_callbacks()
       bad.append((step, _first_line(e)))
       continue
     saved_sum = meta.get('checksum')
@@ -275,19 +277,28 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
               f'falling back to step {step} ({step_dir(mngr, step)}); moved it to {aside}')
       _move_aside(mngr, [b for b, _ in bad], aside)
     return step, out.state, out.data
-  detail = '; '.join(f'step {b}: {r}' for b, r in bad[:3])
-  raise UserError(f'no checkpoint in {mngr.directory} can be restored ({detail}); nothing was '
-                  'deleted: move the checkpoints directory away to start from scratch')
+  tried = ', '.join(str(b) for b, _ in bad)
+  raise UserError(f'no checkpoint in {mngr.directory} can be restored (tried steps {tried}; '
+                  f'step {bad[0][0]}: {bad[0][1]}); nothing was deleted: move the checkpoints '
+                  'directory away to start from scratch')
 
 
 def _quiet_closed_loop_callbacks() -> None:
-  """After a failed restore, tensorstore finishes the reads still in flight and hands them to
-  orbax's event loop, already closed: each prints an 'Event loop is closed' traceback from a
-  C++ thread. Such a call has nothing left to do, so make it a no-op (only once a restore has
-  failed; a loop that is open behaves as before)."""
+  """Keeps a failed restore to the one warning line restore_good prints.
+
+  tensorstore finishes the reads still in flight and hands them to orbax's event loop, already
+  closed: each prints an 'Event loop is closed' traceback from a C++ thread. Such a call has
+  nothing left to do, so make it a no-op (an open loop behaves as before)."""
   base = asyncio.BaseEventLoop
   if getattr(base.call_soon_threadsafe, 'lmjax_quiet', False):
     return
+  # The failed reads' tasks are also reported, when collected, as 'Task exception was never
+  # retrieved' with a traceback: the error was retrieved once, and reported by restore_good.
+  py_logging.getLogger('asyncio').addFilter(
+      lambda r: 'exception was never retrieved' not in str(r.msg))
+  # ... and the reads it never started as 'coroutine ... was never awaited'.
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited',
+                          category=RuntimeWarning)
   orig = base.call_soon_threadsafe
 
   def call_soon_threadsafe(self, *args, **kwargs):

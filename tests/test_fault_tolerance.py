@@ -129,6 +129,13 @@ def test_checkpoint_holds_its_tokenizer(reference):
   checkpoint.write_tokenizer_files(payload, copy)
   assert (tokenizers.load_tokenizer(copy).fingerprint()
           == meta_at(reference, STEPS)['tokenizer_fingerprint'])
+  # The checkpoint is self-contained: generation works without the workdir's tokenizer/.
+  alone = os.path.join(os.path.dirname(reference), 'ckpt_only')
+  shutil.copytree(os.path.join(reference, 'checkpoints'), os.path.join(alone, 'checkpoints'))
+  proc = subprocess.run([sys.executable, '-m', 'lmjax.generate', f'--workdir={alone}',
+                         '--prompt=the', '--max_new_tokens=3'], cwd=REPO, env=env(),
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0 and proc.stdout.startswith('the'), proc.stderr[-2000:]
 
 
 def test_best_checkpoint_is_kept_beyond_the_last_n(tmp_path):
