@@ -317,6 +317,31 @@ def test_agree_to_stop_single_process():
   assert train.agree_to_stop(True) and not train.agree_to_stop(False)
 
 
+AGREE = """
+import sys, jax
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from lmjax import train
+me = jax.process_index()
+print(train.agree_to_stop(me == 1), train.agree_to_stop(False), train.agree_to_stop(True))
+"""
+
+
+def test_agree_to_stop_two_processes():
+  """Only process 1 got SIGTERM: both processes must decide to stop at the same step."""
+  import socket
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    addr = f'127.0.0.1:{sock.getsockname()[1]}'
+  e = dict(env(), XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  procs = [subprocess.Popen([sys.executable, '-c', AGREE, addr, str(i)], cwd=REPO, env=e,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           for i in range(2)]
+  outs = [p.communicate(timeout=120) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+    assert out.strip().splitlines()[-1] == 'True False True', (out, err[-1000:])
+
+
 # --- bad input: what is not already covered in test_cli.py / test_data_sources.py / test_train.py
 
 
