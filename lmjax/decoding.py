@@ -48,6 +48,7 @@ def generate(params: Any, prompt: jax.Array, rng: jax.Array, *,
              config: transformer.TransformerConfig, num_new: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0) -> jax.Array:
   """prompt [B, P] int32 -> new tokens [B, num_new]."""
+  params, config = transformer.unstack_layers(params, config)
   model = transformer.TransformerLM(config)
   b, p = prompt.shape
   cache = transformer.init_cache(config, b, p + num_new)

@@ -119,9 +119,7 @@ def test_scan_and_unrolled_layers_compute_the_same_function():
   unrolled = transformer.TransformerLM(transformer.TransformerConfig(scan_layers=False, **kw))
   toks = jnp.array([[1, 2, 3, 4, 5]])
   ps = nn.meta.unbox(scanned.init(jax.random.key(0), toks)['params'])
-  # Unstack the scanned parameters into per-layer ones.
-  pu = {k: v for k, v in ps.items() if k != 'layers'}
-  for i in range(3):
-    pu[f'layer_{i}'] = jax.tree.map(lambda a, i=i: a[i], ps['layers'])
+  pu, cfg = transformer.unstack_layers(ps, scanned.config)
+  assert not cfg.scan_layers
   np.testing.assert_allclose(np.asarray(scanned.apply({'params': ps}, toks)),
                              np.asarray(unrolled.apply({'params': pu}, toks)), atol=1e-5)

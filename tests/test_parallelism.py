@@ -27,9 +27,7 @@ def test_scan_unrolled_and_remat_give_the_same_loss_and_gradients(remat):
   tokens = jax.random.randint(jax.random.key(0), (4, 12), 0, 40)
   scanned = transformer.TransformerConfig(scan_layers=True, remat='none', **kw)
   ps = nn.meta.unbox(transformer.TransformerLM(scanned).init(jax.random.key(1), tokens)['params'])
-  pu = {k: v for k, v in ps.items() if k != 'layers'}
-  for i in range(3):
-    pu[f'layer_{i}'] = jax.tree.map(lambda a, i=i: a[i], ps['layers'])
+  pu, _ = transformer.unstack_layers(ps, scanned)
   ref_loss, ref_grads = _loss_and_grads(scanned, ps, tokens)
   for scan in (True, False):
     cfg = transformer.TransformerConfig(scan_layers=scan, remat=remat, **kw)

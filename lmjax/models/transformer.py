@@ -134,9 +134,9 @@ class TransformerLM(nn.Module):
     cfg = self.config
     b, t = tokens.shape
     if cache is not None:
+      cache_len = jax.tree.leaves(cache)[0].shape[-1]  # k is [(L,) B, H, K, C]
       positions = cache_index + jnp.broadcast_to(jnp.arange(t), (b, t))  # [B, T]
-      kv_positions = jnp.broadcast_to(jnp.arange(cache['layers']['v'].shape[-2]),
-                                      (b, cache['layers']['v'].shape[-2]))  # [B, C]
+      kv_positions = jnp.broadcast_to(jnp.arange(cache_len), (b, cache_len))  # [B, C]
       mask = attention.causal_mask(positions, kv_positions)  # [B, 1, T, C]
     else:
       if positions is None:
@@ -163,7 +163,6 @@ class TransformerLM(nn.Module):
     block = DecoderBlock
     if cfg.remat != 'none':
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-    layer_cache = None if cache is None else cache['layers']
     if cfg.scan_layers:
       # One compiled layer body, parameters stacked on a leading 'layers' axis. Besides
       # compile time, the loop boundary stops XLA CPU from fusing the residual backward chain
@@ -173,16 +172,16 @@ class TransformerLM(nn.Module):
                       in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
       x, layer_cache = stack(cfg, self.deterministic, name='layers')(
-          x, layer_cache, mask, positions, cache_index)
+          x, None if cache is None else cache['layers'], mask, positions, cache_index)
+      new_cache = {'layers': layer_cache}
     else:
-      new = []
+      # One cache entry per layer: slicing and re-stacking a [L, ...] cache would copy it
+      # every decoded token.
+      new_cache = {}
       for i in range(cfg.num_layers):
-        c = None if layer_cache is None else jax.tree.map(lambda a, i=i: a[i], layer_cache)
-        x, c = block(cfg, self.deterministic, name=f'layer_{i}')(x, c, mask, positions,
-                                                                 cache_index)
-        new.append(c)
-      if layer_cache is not None:
-        layer_cache = jax.tree.map(lambda *a: jnp.stack(a), *new)
+        name = f'layer_{i}'
+        x, new_cache[name] = block(cfg, self.deterministic, name=name)(
+            x, None if cache is None else cache[name], mask, positions, cache_index)
 
     x = _ln('ln_final')(x)
     if cfg.tie_embeddings:
@@ -194,12 +193,32 @@ class TransformerLM(nn.Module):
       logits = attention.matmul('btd,dv->btv', x, w, cfg.compute_dtype)  # [B, T, V]
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
     if cache is not None:
-      return logits, {'layers': layer_cache}
+      return logits, new_cache
     return logits
 
 
 def init_cache(config: TransformerConfig, batch_size: int, max_len: int) -> dict:
-  """Zeroed cache for all layers: k [L, B, H, K, C], v [L, B, H, C, K]."""
-  one = attention.init_cache(batch_size, config.num_heads, config.head_dim, max_len)
-  return {'layers': jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_layers,) + a.shape),
-                                 one)}
+  """Zeroed cache for all layers, laid out as the parameters are.
+
+  Scanned layers: {'layers': {'k': [L, B, H, K, C], 'v': [L, B, H, C, K]}}; otherwise one
+  {'k', 'v'} entry per 'layer_i'.
+  """
+  one = lambda: attention.init_cache(batch_size, config.num_heads, config.head_dim, max_len)
+  if config.scan_layers:
+    return {'layers': jax.tree.map(
+        lambda a: jnp.broadcast_to(a, (config.num_layers,) + a.shape), one())}
+  return {f'layer_{i}': one() for i in range(config.num_layers)}
+
+
+def unstack_layers(params: dict, config: TransformerConfig):
+  """Scanned parameters and config -> the equivalent per-layer ('layer_i') ones.
+
+  Decoding runs one token at a time, where a scan over layers costs about 2x (measured on
+  CPU: the loop's per-step slicing and copying dominates such small steps).
+  """
+  if not config.scan_layers:
+    return params, config
+  out = {k: v for k, v in params.items() if k != 'layers'}
+  for i in range(config.num_layers):
+    out[f'layer_{i}'] = jax.tree.map(lambda a, i=i: a[i], params['layers'])
+  return out, dataclasses.replace(config, scan_layers=False, remat='none')

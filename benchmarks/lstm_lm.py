@@ -1,0 +1,148 @@
+"""Training throughput of the recurrent LM (lmjax) in Zaremba et al.'s PTB 'medium' configuration.
+
+Model and optimizer are experiments/ptb_lstm.py:medium as the trainer builds them: 2-layer LSTM
+650 units, embedding 650, vocab 10,000, untied, dropout 0.5 (non-recurrent connections), bptt 35,
+batch 20, uniform(±0.05) init; SGD lr 1 with global-norm clip 5; loss summed over each window's
+time steps and averaged over the batch (loss_normalization='sequences'); the carried state is
+part of the train state (stateful truncated BPTT). The step is lmjax.train.make_steps's
+train_step, jitted with the state donated, on a fixed random token batch.
+
+  PYTHONPATH=. python benchmarks/lstm_lm.py                      # f32 and bf16, fast backward
+  PYTHONPATH=. python benchmarks/lstm_lm.py --dtype float32 --no-fast_backward
+  PYTHONPATH=. python benchmarks/lstm_lm.py --peer               # and the PyTorch peer
+                                                                 # (benchmarks/torch_lstm_lm.py),
+                                                                 # interleaved in one process
+
+--dtype bfloat16 is config.model.dtype='bfloat16': bf16 matmul operands with f32 accumulation
+(input, recurrent and output projections); parameters, carries and the cell's elementwise work
+stay f32. --dtype takes a comma list; each dtype is one variant.
+
+Timings on shared CPUs are noisy: every number printed is the median over --repeats runs of
+--steps steps each, and --peer alternates the lmjax variants and PyTorch within each repeat so
+all see the same load.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax import config_base, models, optim
+from lmjax.train import make_steps
+
+VOCAB = 10000
+PTB_TRAIN_TOKENS = 929589  # words + <eos>: only sets the epoch length of the lr schedule
+DTYPES = ('float32', 'bfloat16')
+
+
+def experiment_config(dtype: str = 'float32', fast_backward: bool = True):
+  c = config_base.load_experiment('ptb_lstm.py', 'medium')
+  c.model.dtype = dtype
+  c.model.fast_backward = fast_backward
+  return c
+
+
+def _times(fn, repeats: int) -> list:
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return times
+
+
+class Trainer:
+  """lmjax.train's jitted train step (donated state) on a fixed random [batch, bptt] batch."""
+
+  def __init__(self, dtype='float32', fast_backward=True):
+    c = experiment_config(dtype, fast_backward)
+    self.name = f'lmjax {dtype}' + ('' if fast_backward else ' autodiff-backward')
+    self.family = models.build_lm(c.model, VOCAB)
+    b, t = c.batch_size, c.seq_len
+    self.tokens_per_step = b * t
+    steps_per_epoch = (PTB_TRAIN_TOKENS // b - 1) // t
+    tx, schedule = optim.make_optimizer(c.optimizer, c.num_epochs * steps_per_epoch,
+                                        steps_per_epoch)
+    train_step, _ = make_steps(self.family, tx, schedule, c.label_smoothing,
+                               loss_normalization=c.loss_normalization)
+    rng = np.random.default_rng(0)
+    data = jnp.asarray(rng.integers(0, VOCAB, size=(b, t + 1)), jnp.int32)
+    self.batch = {'inputs': data[:, :-1], 'targets': data[:, 1:],
+                  'weights': jnp.ones((b, t), jnp.float32), 'reset': jnp.zeros((), jnp.int32)}
+    import flax.linen as nn
+    params_rng, rng_key = jax.random.split(jax.random.PRNGKey(c.seed))
+    params = nn.meta.unbox(self.family.init(params_rng, self.batch['inputs'])['params'])
+    self.state = {'step': jnp.zeros((), jnp.int32), 'params': params,
+                  'opt_state': tx.init(params), 'rng': rng_key,
+                  'carry': self.family.init_carry(b)}
+    # Distinct buffers (init_carry shares one zeros array between layers): the state is donated.
+    self.state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
+    self.num_params = sum(x.size for x in jax.tree.leaves(params))
+    t0 = time.perf_counter()
+    self.step = jax.jit(train_step, donate_argnums=0).lower(self.state, self.batch).compile()
+    self.compile_s = time.perf_counter() - t0
+    self.loss = self.run(2)  # warm-up
+
+  def run(self, steps: int) -> float:
+    out = None
+    for _ in range(steps):
+      self.state, out = self.step(self.state, self.batch)
+    return float(out['loss'])  # blocks
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--dtype', default='float32,bfloat16',
+                  help=f'comma list of {", ".join(DTYPES)}: one lmjax variant each')
+  ap.add_argument('--fast_backward', action=argparse.BooleanOptionalAction, default=True,
+                  help='the hand-written recurrent backward pass (the medium config\'s setting)')
+  ap.add_argument('--steps', type=int, default=5, help='train steps per timed repeat')
+  ap.add_argument('--repeats', type=int, default=5)
+  ap.add_argument('--peer', action='store_true',
+                  help='also run the PyTorch peer (benchmarks/torch_lstm_lm.py), interleaved; '
+                       'needs torch')
+  args = ap.parse_args(argv)
+  dtypes = [d for d in args.dtype.split(',') if d]
+  if not dtypes or any(d not in DTYPES for d in dtypes):
+    ap.error(f'--dtype: a comma list of {", ".join(DTYPES)}, got {args.dtype!r}')
+
+  runners = [Trainer(d, args.fast_backward) for d in dtypes]
+  for r in runners:
+    print(json.dumps({'impl': r.name, 'params': r.num_params, 'compile_s': round(r.compile_s, 1),
+                      'loss_after_warmup': round(r.loss, 2)}), flush=True)
+  if args.peer:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch_lstm_lm as peer
+    import torch
+    pt = peer.Trainer()
+    pt.name = f'torch {torch.__version__} float32 (threads {torch.get_num_threads()})'
+    runners.append(pt)
+
+  times = {r.name: [] for r in runners}
+  for _ in range(args.repeats):  # interleaved: every runner sees the same load
+    for r in runners:
+      times[r.name] += _times(lambda: r.run(args.steps), 1)
+
+  tok_s = {}
+  for r in runners:
+    ts = times[r.name]
+    tok_s[r.name] = r.tokens_per_step * args.steps / statistics.median(ts)
+    print(json.dumps({'impl': r.name, 'step_s': round(statistics.median(ts) / args.steps, 4),
+                      'tokens_per_s': round(tok_s[r.name], 1),
+                      'tokens_per_s_all': [round(r.tokens_per_step * args.steps / t) for t in ts]}),
+          flush=True)
+  if args.peer:
+    base = tok_s[runners[-1].name]
+    summary = {r.name: round(tok_s[r.name] / base, 3) for r in runners[:-1]}
+    print(json.dumps({'ratio_vs_torch': summary, 'torch_tokens_per_s': round(base, 1),
+                      'loadavg': [round(x, 2) for x in os.getloadavg()]}), flush=True)
+
+
+if __name__ == '__main__':
+  main()
