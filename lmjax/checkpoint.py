@@ -137,20 +137,6 @@ def read_meta(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> Option
   return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: Optional[int] = None,
-            items: tuple = ('state', 'data', 'meta')):
-  """Restore onto the shardings carried by abstract_state (jax.ShapeDtypeStruct leaves)."""
-  step = mngr.latest_step() if step is None else step
-  args = {'state': ocp.args.StandardRestore(abstract_state), 'data': ocp.args.JsonRestore(),
-          'meta': ocp.args.JsonRestore()}
-  try:
-    out = mngr.restore(step, args=ocp.args.Composite(**{k: args[k] for k in items}))
-  except (ValueError, KeyError) as e:
-    raise UserError(f'checkpoint {mngr.directory}/{step} does not match this model: '
-                    f'{str(e).splitlines()[0][:300]}') from e
-  return step, out
-
-
 def abstract_with_sharding(shapes: Any, shardings: Any) -> Any:
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                       shapes, shardings)
