@@ -79,8 +79,8 @@ def test_rotary_is_relative():
   assert score(5, 2) != pytest.approx(score(5, 4), rel=1e-3)
 
 
-@pytest.mark.parametrize('position', ['learned', 'sinusoidal', 'rotary'])
-@pytest.mark.parametrize('scan_layers', [True, False])
+@pytest.mark.parametrize('position,scan_layers', [('learned', True), ('sinusoidal', False),
+                                                  ('rotary', True), ('rotary', False)])
 def test_cached_decoding_equals_full_sequence(position, scan_layers):
   cfg = transformer.TransformerConfig(vocab_size=40, d_model=32, num_heads=4, num_layers=2,
                                       d_ff=48, max_len=32, dropout_rate=0.0,

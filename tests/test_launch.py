@@ -191,21 +191,7 @@ def test_local_runs_waits_and_stops(tmp_path, extra, code, message):
     assert r.stderr.strip() == message
 
 
-def _main_has_distributed_flags():
-  with open(os.path.join(ROOT, 'lmjax', 'main.py')) as f:
-    return 'coordinator_address' in f.read()
-
-
-@pytest.mark.skipif(not _main_has_distributed_flags(),
-                    reason='lmjax.main has no --coordinator_address flag yet')
-def test_local_two_processes_train_tiny(tmp_path):
-  """The real trainer as 2 processes x 2 CPU devices, meeting over jax.distributed."""
-  r = launch('local.py', '--num_processes=2', '--devices_per_process=2', '--timeout=400', '--',
-             '--config=experiments/synthetic_lm.py:tiny', f'--workdir={tmp_path / "w"}',
-             '--config.num_train_steps=4', '--config.eval_every=4',
-             '--config.checkpoint.every=4', '--config.sample.num_samples=0', timeout=450)
-  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-  assert '[0] done: 4 steps' in r.stdout
+# The real trainer as 2 processes over jax.distributed: tests/test_multiprocess.py.
 
 
 @pytest.mark.parametrize('script,args', [
