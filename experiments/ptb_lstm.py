@@ -18,7 +18,15 @@ like the paper's test setup), so perplexity covers all 82,430 test tokens (<eos>
 | large  | 2 x 1500 | 35 | 0.65 | 0.04 | 55 | 1/1.15 after 14 | 78.4  |
 
 Variants gru_<size> and elman_<size> swap the cell and keep everything else.
-Measured here (2 CPU cores): see README "Results" and the issue notes.
+
+Measured here (2 CPU cores shared with other jobs, jax 0.10.2, float32, the command above):
+  small: valid 120.57, test 115.96 over 82,430 tokens (paper: valid 120.7, test 114.5; the
+  paper's code README says "115 perplexity for a small model in 1h"). 30,199 steps (13 epochs
+  of 2,323), 3,783 s training (63 min wall), ~4,500-5,000 tokens/s when the machine was not
+  shared. Valid by epoch: 175.9, 141.3, 132.4, 129.5, 120.5, 120.1, 121.0, 121.4, 121.5,
+  121.3, 121.0, 120.7, 120.6.
+  medium, large, gru_*, elman_*: not measured here (CPU time); the tests build every variant
+  and run all three cells through the stateful train/eval steps.
 """
 
 import ml_collections
