@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from lmjax.data import tokenizers
+from cli_checks import listing, one_line_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'experiments/synthetic_lm.py:tiny'
@@ -20,25 +21,6 @@ def run(module, *args, timeout=180):
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
-
-
-def one_line_error(proc, *needles):
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-  assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr[-2000:]
-  assert 'Traceback' not in proc.stderr
-  for n in needles:
-    assert n in lines[0], lines[0]
-  return lines[0]
-
-
-def listing(path):
-  out = {}
-  for root, _, files in os.walk(path):
-    for f in files:
-      p = os.path.join(root, f)
-      out[p] = os.path.getmtime(p)
-  return out
 
 
 @pytest.fixture(scope='module')

@@ -23,6 +23,7 @@ from lmjax import checkpoint, cli, config_base, train
 from lmjax.data import lm as lm_data
 from lmjax.data import tokenizers
 from lmjax.errors import UserError
+from cli_checks import listing, one_line_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'experiments/synthetic_lm.py:tiny'
@@ -67,24 +68,6 @@ def run_until(workdir, first_step, sig, *extra, timeout=240):
     if proc.poll() is None:
       proc.kill()
   return proc.returncode, ''.join(out) + rest, err
-
-
-def one_line_error(proc, *needles):
-  assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-3000:]
-  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-  assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr[-3000:]
-  for n in needles:
-    assert n in lines[0], lines[0]
-  return lines[0]
-
-
-def listing(path):
-  out = {}
-  for root, _, files in os.walk(path):
-    for f in files:
-      p = os.path.join(root, f)
-      out[p] = (os.path.getsize(p), os.path.getmtime(p))
-  return out
 
 
 def params_at(workdir, step):
