@@ -10,7 +10,10 @@ ends with <eos>, which plays the newline.
 
 Published for orientation: nanoGPT's shakespeare_char (6 layers, d 384, context 256, 5000 steps
 on a GPU) reports validation loss 1.47 nats/char (ppl 4.35).
-Measured here: see README "Results" (2 CPU cores).
+Measured here (2 CPU cores, the command above, 1,000 steps of 32 x 128 characters): eval ppl
+5.652 per character (1.732 nats/char, 2.50 bits per byte) over 99,152 eval tokens; ppl 6.075 at
+step 500. 3,059 s wall, but the run was niced behind a PTB run most of the time: 12 min user
+CPU; 7,800 tokens/s in the stretch it had the machine (about 9 min for the run at that rate).
 Variants: '' (CPU, ~10 min on an idle 2-core machine), 'tiny' (tests).
 """
 
