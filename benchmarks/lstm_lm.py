@@ -35,6 +35,7 @@ import numpy as np
 
 from lmjax import config_base, models, optim
 from lmjax.train import make_steps
+from transformer_lm import time_runs  # this script's directory is on sys.path
 
 VOCAB = 10000
 PTB_TRAIN_TOKENS = 929589  # words + <eos>: only sets the epoch length of the lr schedule
@@ -46,15 +47,6 @@ def experiment_config(dtype: str = 'float32', fast_backward: bool = True):
   c.model.dtype = dtype
   c.model.fast_backward = fast_backward
   return c
-
-
-def _times(fn, repeats: int) -> list:
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return times
 
 
 class Trainer:
@@ -127,7 +119,7 @@ def main(argv=None):
   times = {r.name: [] for r in runners}
   for _ in range(args.repeats):  # interleaved: every runner sees the same load
     for r in runners:
-      times[r.name] += _times(lambda: r.run(args.steps), 1)
+      times[r.name] += time_runs(lambda: r.run(args.steps), 1)
 
   tok_s = {}
   for r in runners:

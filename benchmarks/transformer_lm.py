@@ -54,7 +54,8 @@ def analytic_flops_per_token(seq: int = SEQ) -> float:
   return 6.0 * n + 12.0 * LAYERS * seq * D
 
 
-def _median_time(fn, repeats: int) -> list:
+def time_runs(fn, repeats: int) -> list:
+  """Wall seconds of `repeats` calls of fn (the callers take the median)."""
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -70,7 +71,7 @@ def matmul_ceiling(dtype: str = 'float32', n: int = 2048, repeats: int = 5) -> f
   b = jnp.asarray(np.random.default_rng(1).normal(size=(n, n)), dt)
   f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
   f(a, b).block_until_ready()
-  times = _median_time(lambda: f(a, b).block_until_ready(), repeats)
+  times = time_runs(lambda: f(a, b).block_until_ready(), repeats)
   return 2.0 * n ** 3 / min(times) / 1e9  # the ceiling: best of the repeats
 
 
@@ -143,7 +144,7 @@ class Generator:
 def bench_train(args) -> dict:
   ceiling = matmul_ceiling(args.dtype)
   tr = Trainer(args.dtype, args.scan, args.remat)
-  times = [t / args.steps for t in _median_time(lambda: tr.run(args.steps), args.repeats)]
+  times = [t / args.steps for t in time_runs(lambda: tr.run(args.steps), args.repeats)]
   step = statistics.median(times)
   return {'impl': 'lmjax', 'dtype': args.dtype, 'scan': args.scan, 'remat': args.remat,
           'params': tr.num_params, 'compile_s': round(tr.compile_s, 1),
@@ -160,7 +161,7 @@ def bench_generate(args) -> list:
   rows = []
   for b in (1, 8):
     g = Generator(b, args.scan)
-    times = _median_time(g.run, args.repeats)
+    times = time_runs(g.run, args.repeats)
     rows.append({'impl': 'lmjax', 'mode': 'generate', 'batch': b,
                  'tokens_per_s': round(g.tokens / statistics.median(times), 1),
                  'tokens_per_s_all': [round(g.tokens / t, 1) for t in times]})
@@ -181,8 +182,8 @@ def compare(args) -> list:
     pt = peer.Trainer(dtype)
     tj, tp = [], []
     for _ in range(args.repeats):
-      tj += _median_time(lambda: jx.run(args.steps), 1)
-      tp += _median_time(lambda: pt.run(args.steps), 1)
+      tj += time_runs(lambda: jx.run(args.steps), 1)
+      tp += time_runs(lambda: pt.run(args.steps), 1)
     j = jx.tokens_per_step * args.steps / statistics.median(tj)
     p = pt.tokens_per_step * args.steps / statistics.median(tp)
     rows.append({'mode': 'train', 'dtype': dtype, 'scan': args.scan, 'lmjax_tok_s': round(j, 1),
@@ -199,8 +200,8 @@ def compare(args) -> list:
       jg, pg = Generator(b, args.scan), peer.Generator(b)
       tj, tp = [], []
       for _ in range(args.repeats):
-        tj += _median_time(jg.run, 1)
-        tp += _median_time(pg.run, 1)
+        tj += time_runs(jg.run, 1)
+        tp += time_runs(pg.run, 1)
       j, p = jg.tokens / statistics.median(tj), pg.tokens / statistics.median(tp)
       rows.append({'mode': 'generate', 'batch': b, 'scan': args.scan, 'lmjax_tok_s': round(j, 1),
                    'torch_tok_s': round(p, 1), 'ratio': round(j / p, 3),
