@@ -234,9 +234,10 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
   """Data (tokenizer, corpora) then `setup_model`; checks run before any data is read."""
   check_config(config)
   sharding.check_batch(config.batch_size, sharding.make_mesh(config.mesh, devices))
-  _build_family(config, 256)  # model config errors before any data is read or written
+  # Model config errors surface before any data is read or written (the vocabulary size
+  # is not known yet and does not matter to them).
+  stateful = _build_family(config, 256).stateful
   tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
-  stateful = models.is_stateful(config.model)
   it_cls = lm_data.BpttIterator if stateful else lm_data.WindowIterator
   steps_per_epoch = it_cls(train_corpus.stream, config.batch_size, config.seq_len,
                            0).steps_per_epoch

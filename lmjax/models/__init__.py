@@ -102,10 +102,5 @@ def build_lm(model_cfg: Any, vocab_size: int) -> LMFamily:
   return FAMILIES[model_cfg.name](model_cfg, vocab_size)
 
 
-def is_stateful(model_cfg: Any) -> bool:
-  """Whether config.model names a family that carries state between windows."""
-  return model_cfg.name == 'rnn'
-
-
 def max_len(family: LMFamily) -> Optional[int]:
   return getattr(family.config, 'max_len', None)
