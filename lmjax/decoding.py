@@ -4,6 +4,9 @@ The prompt is run through the model once (filling the cache at positions 0..P-1)
 token is one cached step at position P+i, all inside one jitted `fori_loop`, so no step
 re-reads the prefix. Greedy decoding is temperature 0.
 
+For translation, `greedy_search` and `beam_search` (below) decode from any model that supplies a
+per-token step function and a batched decoder state.
+
 Axis legend: B batch, P prompt length, N new tokens, V vocab.
 """
 
@@ -67,3 +70,172 @@ def generate(params: Any, prompt: jax.Array, rng: jax.Array, *,
 
   _, _, _, out = jax.lax.fori_loop(1, num_new, step, (tok, cache, rng, out))
   return out
+
+
+# --- Translation decoding: greedy and beam search over a model-supplied step function. ---
+#
+# Axis legend: B batch, K beam, N rows fed to the model (B or B*K), T max_len (output tokens),
+# V vocab, C 2*K beam candidates.
+#
+# `step_fn(tokens [N] int32, state, t int32 scalar) -> (logits [N, V], new_state)` consumes the
+# previous token (bos at t=0) at decoder position t. Every leaf of `state` has leading dim N.
+# Outputs exclude bos, hold eos once, then pad id 0. Both searches are a single while_loop with
+# fixed shapes, so they compile once under jit for given static sizes.
+
+_NEG_INF = float('-inf')
+
+
+def _limits(max_lens: jax.Array | None, batch_size: int, max_len: int) -> jax.Array:
+  """Per-example output-length limit in [1, max_len], including eos."""
+  if max_lens is None:
+    return jnp.full((batch_size,), max_len, jnp.int32)
+  return jnp.clip(jnp.asarray(max_lens, jnp.int32), 1, max_len)  # [B]
+
+
+def greedy_search(step_fn, state, *, batch_size: int, max_len: int, bos_id: int, eos_id: int,
+                  max_lens: jax.Array | None = None) -> jax.Array:
+  """Greedy decoding: take the most likely token at each step until eos.
+
+  Args:
+    step_fn: `(tokens [B], state, t) -> (logits [B, V], new_state)`.
+    state: pytree of decoder state, every leaf with leading dim batch_size.
+    batch_size: B.
+    max_len: static bound on the number of output tokens (eos included).
+    bos_id: token fed at t=0.
+    eos_id: end of sequence; forced at step max_lens[b]-1 if not produced before.
+    max_lens: optional [B] int32 per-example limit on output tokens including eos.
+
+  Returns:
+    tokens [B, max_len] int32: eos-terminated, zero padded after eos.
+  """
+  limit = _limits(max_lens, batch_size, max_len)  # [B]
+
+  def cond(carry):
+    t, _, _, _, done = carry
+    return (t < max_len) & ~jnp.all(done)
+
+  def body(carry):
+    t, prev, state, out, done = carry
+    logits, state = step_fn(prev, state, t)  # [B, V]
+    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B]
+    tok = jnp.where(t >= limit - 1, eos_id, tok)
+    tok = jnp.where(done, 0, tok)  # finished rows keep padding
+    out = out.at[:, t].set(tok)
+    return t + 1, tok, state, out, done | (tok == eos_id)
+
+  carry = (jnp.int32(0), jnp.full((batch_size,), bos_id, jnp.int32), state,
+           jnp.zeros((batch_size, max_len), jnp.int32), jnp.zeros((batch_size,), bool))
+  return jax.lax.while_loop(cond, body, carry)[3]
+
+
+def _length_penalty(length: jax.Array, alpha: float) -> jax.Array:
+  """Wu et al. (2016): ((5 + |Y|) / 6) ** alpha, |Y| counting eos."""
+  return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+def beam_search(step_fn, state, *, batch_size: int, beam_size: int, max_len: int, bos_id: int,
+                eos_id: int, alpha: float = 0.6, max_lens: jax.Array | None = None
+                ) -> tuple[jax.Array, jax.Array]:
+  """Beam search with alive/finished hypothesis sets and the GNMT length penalty.
+
+  Each step extends the K alive hypotheses of an example by every token, keeps the top 2K
+  candidates by log-prob, sends those ending in eos to the finished set (scored logprob / lp)
+  and keeps the best K others alive. 2K candidates always hold at least K non-eos ones, since
+  each alive beam contributes a single eos candidate. An example stops changing once its K-th
+  best finished score is at least the best score any alive hypothesis could still reach; the
+  loop exits when all examples have stopped or after max_len steps.
+
+  Args:
+    step_fn: `(tokens [B*K], state, t) -> (logits [B*K, V], new_state)`.
+    state: pytree of decoder state, every leaf with leading dim batch_size. It is tiled to
+      B*K rows (row b*K + k is beam k of example b) and reordered by parent beam after every
+      step.
+    batch_size: B.
+    beam_size: K.
+    max_len: static bound on the number of output tokens (eos included).
+    bos_id: token fed at t=0.
+    eos_id: end of sequence; forced at step max_lens[b]-1 (non-eos tokens get -inf, eos keeps
+      its model log-prob).
+    alpha: length penalty exponent; 0 ranks by raw log-prob.
+    max_lens: optional [B] int32 per-example limit on output tokens including eos.
+
+  Returns:
+    tokens [B, K, max_len] int32 (eos-terminated, zero padded) and length-normalised scores
+    [B, K], best first. Finished slots never filled score -inf. An example with no finished
+    hypothesis (the model gave eos -inf even when forced) returns its last alive ones, without
+    eos, normalised by their length.
+  """
+  b, k, n = batch_size, beam_size, max_len
+  limit = _limits(max_lens, b, n)  # [B]
+  # Best reachable lp for an alive hypothesis is at the longest allowed length (alpha >= 0) or
+  # the shortest (alpha < 0); the max of both ends covers either sign.
+  lp_limit = _length_penalty(limit, alpha)  # [B]
+  batch_rows = jnp.arange(b)[:, None] * k  # [B, 1]
+
+  def gather_beams(x, idx):
+    """x [B, M, ...], idx [B, J] -> [B, J, ...]."""
+    return jax.vmap(lambda xb, ib: xb[ib])(x, idx)
+
+  def best_alive_bound(t, alive_logp):
+    lp = jnp.maximum(lp_limit, _length_penalty(t + 1, alpha))  # [B]
+    return jnp.max(alive_logp, axis=1) / lp  # [B]
+
+  def cond(carry):
+    t, _, alive_logp, _, dead, _, fin_score, fin_flag, _, _ = carry
+    # Worst of the K finished, or -inf until K have finished.
+    worst = jnp.where(jnp.all(fin_flag, axis=1), fin_score[:, -1], _NEG_INF)  # [B]
+    bound = best_alive_bound(t, jnp.where(dead[:, None], _NEG_INF, alive_logp))  # [B]
+    return (t < n) & ~jnp.all(bound <= worst)  # bound -inf: nothing left alive
+
+  def body(carry):
+    t, alive_seq, alive_logp, alive_len, dead, fin_seq, fin_score, fin_flag, prev, state = carry
+    logits, state = step_fn(prev.reshape(b * k), state, t)  # [B*K, V]
+    v = logits.shape[-1]
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, v)
+    forced = (t >= limit - 1)[:, None, None] & (jnp.arange(v) != eos_id)  # [B, 1, V]
+    logp = jnp.where(forced, _NEG_INF, logp)
+    live_logp = jnp.where(dead[:, None], _NEG_INF, alive_logp)  # [B, K]
+    cand = (live_logp[:, :, None] + logp).reshape(b, k * v)  # [B, K*V]
+    cand_logp, cand_idx = jax.lax.top_k(cand, min(2 * k, k * v))  # [B, C]
+    parent = cand_idx // v  # [B, C]
+    tok = (cand_idx % v).astype(jnp.int32)  # [B, C]
+    cand_seq = gather_beams(alive_seq, parent).at[:, :, t].set(tok)  # [B, C, T]
+    is_eos = tok == eos_id  # [B, C]
+
+    # Alive: the best K candidates not ending in eos.
+    new_logp, sel = jax.lax.top_k(jnp.where(is_eos, _NEG_INF, cand_logp), k)  # [B, K]
+    prev = jnp.take_along_axis(tok, sel, axis=1)  # [B, K]
+    rows = (batch_rows + jnp.take_along_axis(parent, sel, axis=1)).reshape(b * k)  # [B*K]
+    state = jax.tree.map(lambda x: jnp.take(x, rows, axis=0), state)
+    # When no candidate survives (at the length limit), keep the last real alive set for the
+    # no-finished fallback and mark it dead so that it is never extended again.
+    dead = ~jnp.any(new_logp > _NEG_INF, axis=1)  # [B]
+    alive_seq = jnp.where(dead[:, None, None], alive_seq, gather_beams(cand_seq, sel))
+    alive_logp = jnp.where(dead[:, None], alive_logp, new_logp)
+    alive_len = jnp.where(dead, alive_len, t + 1)
+
+    # Finished: merge eos candidates (length t+1) into the K best so far.
+    new_flag = is_eos & (cand_logp > _NEG_INF)  # -inf ones come from empty/forced-out beams
+    new_score = jnp.where(new_flag, cand_logp / _length_penalty(t + 1, alpha), _NEG_INF)
+    all_score = jnp.concatenate([fin_score, new_score], axis=1)  # [B, K+C]
+    all_flag = jnp.concatenate([fin_flag, new_flag], axis=1)
+    fin_score, keep = jax.lax.top_k(all_score, k)  # [B, K]
+    fin_flag = jnp.take_along_axis(all_flag, keep, axis=1)
+    fin_seq = gather_beams(jnp.concatenate([fin_seq, cand_seq], axis=1), keep)
+    return (t + 1, alive_seq, alive_logp, alive_len, dead, fin_seq, fin_score, fin_flag, prev,
+            state)
+
+  state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), state)  # [B*K, ...]
+  # Only beam 0 is live at the start, so the K identical bos beams do not fill the top K.
+  alive_logp = jnp.full((b, k), _NEG_INF, jnp.float32).at[:, 0].set(0.0)
+  carry = (jnp.int32(0), jnp.zeros((b, k, n), jnp.int32), alive_logp,
+           jnp.zeros((b,), jnp.int32), jnp.zeros((b,), bool),
+           jnp.zeros((b, k, n), jnp.int32), jnp.full((b, k), _NEG_INF, jnp.float32),
+           jnp.zeros((b, k), bool), jnp.full((b, k), bos_id, jnp.int32), state)
+  _, alive_seq, alive_logp, alive_len, _, fin_seq, fin_score, fin_flag, _, _ = (
+      jax.lax.while_loop(cond, body, carry))
+  any_fin = jnp.any(fin_flag, axis=1)  # [B]
+  tokens = jnp.where(any_fin[:, None, None], fin_seq, alive_seq)
+  alive_score = alive_logp / _length_penalty(jnp.maximum(alive_len, 1), alpha)[:, None]
+  scores = jnp.where(any_fin[:, None], fin_score, alive_score)
+  return tokens, scores
