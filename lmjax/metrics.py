@@ -4,12 +4,17 @@ Perplexity is exp(total NLL / number of predicted tokens) over a whole split, ac
 float64 on the host from per-batch sums, never averaged over batch means. When the raw text is
 known, the same total NLL also gives per-word perplexity (words = whitespace words + one <eos>
 per line) and bits per byte (UTF-8 bytes incl. newlines), which compare across tokenizers.
+
+Translation quality is corpus BLEU and chrF from sacrebleu on detokenized text, reported with
+sacrebleu's signature strings so that scores can be compared across papers.
 """
 
 import json
 import math
 import os
 from typing import Any, Optional
+
+from lmjax.errors import UserError
 
 
 def lm_report(total_nll: float, num_tokens: float, num_words: Optional[int] = None,
@@ -43,7 +48,8 @@ class MetricWriter:
   def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
     if not self.enabled:
       return
-    clean = {k: float(v) if not isinstance(v, str) else v for k, v in scalars.items()}
+    clean = {k: v if isinstance(v, str) else float(v) for k, v in scalars.items()
+             if not isinstance(v, (list, tuple, dict))}  # scalars and strings only
     self._jsonl.write(json.dumps({'step': int(step), 'split': split, **clean}) + '\n')
     self._jsonl.flush()
     for k, v in clean.items():
@@ -55,3 +61,37 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def bleu_report(hypotheses: list[str], references: list[str], tokenize: str = '13a') -> dict:
+  """Corpus BLEU and chrF of detokenized hypotheses against one raw reference each.
+
+  Scores come from sacrebleu (imported here, so that LM-only runs do not need it) with its
+  defaults apart from `tokenize`, so the numbers match `sacrebleu -tok <tokenize>` on the same
+  files.
+
+  Args:
+    hypotheses: one detokenized system output per sentence.
+    references: the matching raw reference sentences, same order and length.
+    tokenize: sacrebleu's BLEU tokenizer ('13a', 'intl', 'zh', 'none', ...).
+
+  Returns:
+    {'bleu', 'bleu_signature', 'chrf', 'chrf_signature', 'bp', 'sys_len', 'ref_len',
+    'precisions'}: scores in [0, 100], `precisions` the four n-gram precisions in percent,
+    `bp` the brevity penalty in [0, 1], lengths in tokens after BLEU tokenization.
+
+  Raises:
+    UserError: the two lists differ in length.
+  """
+  if len(hypotheses) != len(references):
+    raise UserError(f'BLEU needs one reference per hypothesis: got {len(hypotheses)} '
+                    f'hypotheses and {len(references)} references')
+  from sacrebleu.metrics import BLEU, CHRF  # pylint: disable=g-import-not-at-top
+  bleu, chrf = BLEU(tokenize=tokenize), CHRF()
+  refs = [list(references)]  # sacrebleu takes a list of reference streams
+  b = bleu.corpus_score(list(hypotheses), refs)
+  c = chrf.corpus_score(list(hypotheses), refs)
+  return {'bleu': float(b.score), 'bleu_signature': str(bleu.get_signature()),
+          'chrf': float(c.score), 'chrf_signature': str(chrf.get_signature()),
+          'bp': float(b.bp), 'sys_len': int(b.sys_len), 'ref_len': int(b.ref_len),
+          'precisions': [float(p) for p in b.precisions]}
