@@ -181,7 +181,8 @@ class MultiHeadAttention(nn.Module):
   Call with x_q [B, T, D] and x_kv [B, S, D] (the same array for self-attention). With a
   `cache`, the new keys/values are written at `cache_index` and the queries attend over the
   whole preallocated cache under `mask` (which the caller builds from positions); the updated
-  cache is returned alongside the output.
+  cache is returned alongside the output. With x_kv=None the cache holds keys/values projected
+  beforehand (`project_kv`) and is used as it is.
   """
   num_heads: int
   head_dim: int
@@ -192,7 +193,7 @@ class MultiHeadAttention(nn.Module):
   init_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x_q: Array, x_kv: Array, mask: Optional[Array], *,
+  def __call__(self, x_q: Array, x_kv: Optional[Array], mask: Optional[Array], *,
                q_positions: Optional[Array] = None, kv_positions: Optional[Array] = None,
                cache: Optional[dict] = None, cache_index: Optional[Array] = None,
                deterministic: bool = True):
@@ -212,15 +213,21 @@ class MultiHeadAttention(nn.Module):
     w_o = proj('out', ('heads', 'kv', 'embed'), (h, k, d_model), (0, 1), 2)
 
     q = matmul('btd,dhk->bthk', x_q, w_q, self.compute_dtype)  # [B, T, H, K]
-    key = matmul('bsd,dhk->bshk', x_kv, w_k, self.compute_dtype)  # [B, S, H, K]
-    v = matmul('bsd,dhk->bhsk', x_kv, w_v, self.compute_dtype)  # [B, H, S, K]
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     if self.rotary:
       q = rotary(q, q_positions)
-      key = rotary(key, kv_positions)
-    key = jnp.transpose(key, (0, 2, 3, 1))  # [B, H, K, S]
+    if x_kv is None:
+      # Keys/values computed once beforehand (cross-attention over a fixed encoder output
+      # while decoding, see `project_kv`): read them from the cache, write nothing.
+      key, v = cache['k'], cache['v']
+    else:
+      key = matmul('bsd,dhk->bshk', x_kv, w_k, self.compute_dtype)  # [B, S, H, K]
+      v = matmul('bsd,dhk->bhsk', x_kv, w_v, self.compute_dtype)  # [B, H, S, K]
+      if self.rotary:
+        key = rotary(key, kv_positions)
+      key = jnp.transpose(key, (0, 2, 3, 1))  # [B, H, K, S]
 
-    if cache is not None:
+    if cache is not None and x_kv is not None:
       # Write this chunk at cache_index; attend over the whole preallocated cache.
       key = jax.lax.dynamic_update_slice(cache['k'], key.astype(cache['k'].dtype),
                                          (0, 0, 0, cache_index))  # [B, H, K, L]
@@ -237,3 +244,13 @@ class MultiHeadAttention(nn.Module):
     out = matmul('bthk,hkd->btd', out, w_o, self.compute_dtype)  # [B, T, D]
     out = nn.with_logical_constraint(out, ('batch', 'length', 'embed'))
     return out, cache
+
+
+def project_kv(params: dict, x_kv: Array, compute_dtype: DType = jnp.float32) -> dict:
+  """Keys/values of a MultiHeadAttention's parameters over x_kv [B, S, D], cache layout.
+
+  For cross-attention while decoding: the encoder output is fixed, so its keys and values are
+  projected once per sentence instead of once per generated token.
+  """
+  return {'k': matmul('bsd,dhk->bhks', x_kv, params['key'], compute_dtype),  # [B, H, K, S]
+          'v': matmul('bsd,dhk->bhsk', x_kv, params['value'], compute_dtype)}  # [B, H, S, K]

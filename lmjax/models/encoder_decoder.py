@@ -1,0 +1,290 @@
+"""Transformer encoder-decoder for translation (Vaswani et al. 2017), pre-LayerNorm.
+
+Axis legend:
+  B batch, S source length, T target length, D embed (d_model), H heads, K head dim,
+  F mlp (d_ff), V vocab, L layers (stacked when scanned), C cache length.
+
+The encoder reuses the decoder-only model's block (`transformer.DecoderBlock`: self-attention
+and MLP) under a bidirectional mask; the decoder block adds cross-attention over the encoder
+output. Source and target share one embedding over a joint vocabulary, tied to the output
+projection (`tie_embeddings`), as in Press & Wolf (2017) and the base Transformer.
+
+Packed rows: several sentence pairs may share a row. `*_segmentation` [B, S|T] numbers the pairs
+of a row 1, 2, ... (0 = padding) and `*_position` restarts at 0 for each pair; attention stays
+within a segment (source and target segment n belong together). Unpacked batches derive
+segmentation from `tokens != 0`.
+
+Decoding: `encode` once, `init_decode_state` projects every decoder layer's cross-attention
+keys/values once and allocates the self-attention caches, then `decode_step` advances all rows
+by one token (see lmjax.decoding's greedy and beam search, which tile and reorder the state
+along its leading axis).
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax.errors import UserError
+from lmjax.models import attention, transformer
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderConfig:
+  """Hyper-parameters (defaults: Transformer base, Vaswani et al. 2017 Table 3)."""
+  vocab_size: int
+  d_model: int = 512
+  num_heads: int = 8
+  num_encoder_layers: int = 6
+  num_decoder_layers: int = 6
+  d_ff: int = 2048
+  max_len: int = 256  # longest source or target row (learned positions, decoding)
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.0
+  position: str = 'sinusoidal'  # sinusoidal | learned
+  tie_embeddings: bool = True  # output projection = the shared embedding's transpose
+  scan_layers: bool = True
+  remat: str = 'none'
+  compute_dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    if self.d_model % self.num_heads:
+      raise UserError(f'config.model.num_heads={self.num_heads} does not divide '
+                      f'config.model.d_model={self.d_model}')
+    if self.position not in ('sinusoidal', 'learned'):
+      raise UserError(f'config.model.position: {self.position!r} is not sinusoidal or learned')
+    if self.remat not in transformer.REMAT_POLICIES:
+      raise UserError(f'config.model.remat: {self.remat!r} is not one of '
+                      f'{sorted(transformer.REMAT_POLICIES)}')
+
+  def block_config(self, num_layers: int) -> transformer.TransformerConfig:
+    """The shared block's view of this config (the block reads sizes, dropout, dtypes)."""
+    return transformer.TransformerConfig(
+        vocab_size=self.vocab_size, d_model=self.d_model, num_heads=self.num_heads,
+        num_layers=num_layers, d_ff=self.d_ff, max_len=self.max_len,
+        dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
+        position='sinusoidal', scan_layers=self.scan_layers, remat=self.remat,
+        compute_dtype=self.compute_dtype, param_dtype=self.param_dtype)
+
+
+def segment_mask(q_seg: Array, kv_seg: Array) -> Array:
+  """[B, 1, T, S]: query and key in the same (non-padding) segment."""
+  return (q_seg[:, None, :, None] == kv_seg[:, None, None, :]) & (kv_seg[:, None, None, :] > 0)
+
+
+def _segments(tokens: Array, segmentation: Optional[Array]) -> Array:
+  return (tokens != 0).astype(jnp.int32) if segmentation is None else segmentation
+
+
+def _positions(tokens: Array, positions: Optional[Array]) -> Array:
+  if positions is None:
+    return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  return positions
+
+
+class CrossDecoderBlock(nn.Module):
+  """x + SelfAttn(LN(x)), x + CrossAttn(LN(x), encoded), x + MLP(LN(x)).
+
+  Signature fits nn.scan: (x, cache) -> (x, cache); the cache is {'self': {k, v},
+  'cross': {k, v}} while decoding (cross keys/values precomputed), None in training.
+  """
+  config: transformer.TransformerConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, cache: Optional[dict], encoded: Optional[Array],
+               self_mask: Array, cross_mask: Array, cache_index: Optional[Array]):
+    cfg = self.config
+    det = self.deterministic
+    drop = lambda h: nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
+    mha = lambda name: attention.MultiHeadAttention(
+        num_heads=cfg.num_heads, head_dim=cfg.head_dim,
+        dropout_rate=cfg.attention_dropout_rate, compute_dtype=cfg.compute_dtype,
+        param_dtype=cfg.param_dtype, name=name)
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))  # [B, T, D]
+    h = transformer._ln('ln_self')(x)  # pylint: disable=protected-access
+    h, self_cache = mha('self_attn')(h, h, self_mask, cache=None if cache is None else
+                                     cache['self'], cache_index=cache_index, deterministic=det)
+    x = x + drop(h)
+    h = transformer._ln('ln_cross')(x)  # pylint: disable=protected-access
+    h, _ = mha('cross_attn')(h, encoded, cross_mask,
+                             cache=None if cache is None else cache['cross'],
+                             deterministic=det)
+    x = x + drop(h)
+    h = transformer.Mlp(cfg, det, name='mlp')(transformer._ln('ln_mlp')(x))  # pylint: disable=protected-access
+    x = x + drop(h)
+    new_cache = None if cache is None else {'self': self_cache, 'cross': cache['cross']}
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed')), new_cache
+
+
+def _stack(block, cfg: transformer.TransformerConfig, deterministic: bool, num_broadcast: int):
+  """The layer stack: one scanned body with parameters on a 'layers' axis, or a list."""
+  if cfg.remat != 'none':
+    block = nn.remat(block, policy=transformer.REMAT_POLICIES[cfg.remat],
+                     prevent_cse=not cfg.scan_layers)
+  if cfg.scan_layers:
+    return nn.scan(block, variable_axes={'params': 0},
+                   split_rngs={'params': True, 'dropout': True},
+                   in_axes=(0,) + (nn.broadcast,) * num_broadcast, length=cfg.num_layers,
+                   metadata_params={nn.PARTITION_NAME: 'layers'})(cfg, deterministic)
+  # Assigned in setup, a list's modules are named '<attribute>_<i>'.
+  return [block(cfg, deterministic) for _ in range(cfg.num_layers)]
+
+
+class EncoderDecoder(nn.Module):
+  """(inputs [B, S], decoder_inputs [B, T]) -> logits [B, T, V] (float32)."""
+  config: EncoderDecoderConfig
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.config
+    self.embedding = self.param(
+        'embedding', nn.with_logical_partitioning(
+            nn.initializers.normal(stddev=cfg.d_model ** -0.5), ('vocab', 'embed')),
+        (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
+    if cfg.position == 'learned':
+      self.pos_embedding = self.param(
+          'pos_embedding', nn.with_logical_partitioning(
+              nn.initializers.normal(stddev=0.02), (None, 'embed')),
+          (cfg.max_len, cfg.d_model), cfg.param_dtype)
+    if not cfg.tie_embeddings:
+      self.logits_w = self.param('logits', nn.with_logical_partitioning(
+          nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal'),
+          ('embed', 'vocab')), (cfg.d_model, cfg.vocab_size), cfg.param_dtype)
+    enc_cfg = cfg.block_config(cfg.num_encoder_layers)
+    dec_cfg = cfg.block_config(cfg.num_decoder_layers)
+    # The encoder block is the decoder-only model's block; positions are unused (no rotary).
+    self.encoder = _stack(transformer.DecoderBlock, enc_cfg, self.deterministic, 3)
+    self.decoder = _stack(CrossDecoderBlock, dec_cfg, self.deterministic, 4)
+    self.encoder_ln = transformer._ln()  # pylint: disable=protected-access
+    self.decoder_ln = transformer._ln()  # pylint: disable=protected-access
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def _embed(self, tokens: Array, positions: Array) -> Array:
+    cfg = self.config
+    x = jnp.take(self.embedding, tokens, axis=0) * np.sqrt(cfg.d_model)  # [B, T, D]
+    if cfg.position == 'learned':
+      x = x + jnp.take(self.pos_embedding, positions, axis=0)
+    else:
+      x = x + transformer.sinusoidal_positions(positions, cfg.d_model)
+    x = self.dropout(x.astype(jnp.float32), deterministic=self.deterministic)
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+  def encode(self, inputs: Array, inputs_segmentation: Optional[Array] = None,
+             inputs_position: Optional[Array] = None) -> Array:
+    """inputs [B, S] -> encoded [B, S, D]."""
+    seg = _segments(inputs, inputs_segmentation)
+    pos = _positions(inputs, inputs_position)
+    x = self._embed(inputs, pos)
+    mask = segment_mask(seg, seg)  # [B, 1, S, S], bidirectional
+    if self.config.scan_layers:
+      x, _ = self.encoder(x, None, mask, pos, None)
+    else:
+      for layer in self.encoder:
+        x, _ = layer(x, None, mask, pos, None)
+    return self.encoder_ln(x)
+
+  def decode(self, encoded: Optional[Array], inputs_segmentation: Array,
+             decoder_inputs: Array, targets_segmentation: Optional[Array] = None,
+             targets_position: Optional[Array] = None, *, cache: Optional[dict] = None,
+             cache_index: Optional[Array] = None):
+    """Teacher-forced logits [B, T, V]; with a cache, (logits, cache) for one step.
+
+    inputs_segmentation [B, S] is the source's segment ids (or `inputs != 0`). While decoding
+    `encoded` is None: the cross keys/values are in the cache.
+    """
+    cfg = self.config
+    b, t = decoder_inputs.shape
+    if cache is None:
+      seg = _segments(decoder_inputs, targets_segmentation)
+      # Index-causal within a segment: positions restart per packed pair, indices do not.
+      idx = jnp.broadcast_to(jnp.arange(t), (b, t))
+      self_mask = attention.causal_mask(idx, idx) & segment_mask(seg, seg)  # [B, 1, T, T]
+      cross_mask = segment_mask(seg, inputs_segmentation)  # [B, 1, T, S]
+      pos = _positions(decoder_inputs, targets_position)
+    else:
+      first = cache['layers'] if cfg.scan_layers else cache['decoder_0']
+      cache_len = first['self']['k'].shape[-1]
+      pos = cache_index + jnp.broadcast_to(jnp.arange(t), (b, t))  # [B, T]
+      kv_pos = jnp.broadcast_to(jnp.arange(cache_len), (b, cache_len))  # [B, C]
+      self_mask = attention.causal_mask(pos, kv_pos)  # [B, 1, T, C]
+      cross_mask = (inputs_segmentation > 0)[:, None, None, :]  # [B, 1, 1, S]
+    x = self._embed(decoder_inputs, pos)
+    new_cache = None if cache is None else {}
+    if cfg.scan_layers:
+      x, layer_cache = self.decoder(x, None if cache is None else cache['layers'],
+                                           encoded, self_mask, cross_mask, cache_index)
+      if cache is not None:
+        new_cache['layers'] = layer_cache
+    else:
+      for i, layer in enumerate(self.decoder):
+        x, c = layer(x, None if cache is None else cache[f'decoder_{i}'], encoded, self_mask,
+                     cross_mask, cache_index)
+        if cache is not None:
+          new_cache[f'decoder_{i}'] = c
+    x = self.decoder_ln(x)
+    w = self.embedding if cfg.tie_embeddings else self.logits_w
+    eq = 'btd,vd->btv' if cfg.tie_embeddings else 'btd,dv->btv'
+    logits = attention.matmul(eq, x, w, cfg.compute_dtype)  # [B, T, V]
+    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    return logits if cache is None else (logits, new_cache)
+
+  def __call__(self, inputs: Array, decoder_inputs: Array,
+               inputs_segmentation: Optional[Array] = None,
+               targets_segmentation: Optional[Array] = None,
+               inputs_position: Optional[Array] = None,
+               targets_position: Optional[Array] = None) -> Array:
+    encoded = self.encode(inputs, inputs_segmentation, inputs_position)
+    return self.decode(encoded, _segments(inputs, inputs_segmentation), decoder_inputs,
+                       targets_segmentation, targets_position)
+
+
+def unstack_layers(params: dict, config: EncoderDecoderConfig):
+  """Scanned parameters -> per-layer ('encoder_i', 'decoder_i') ones, for decoding."""
+  if not config.scan_layers:
+    return params, config
+  out = {k: v for k, v in params.items() if k not in ('encoder', 'decoder')}
+  for name, n in (('encoder', config.num_encoder_layers),
+                  ('decoder', config.num_decoder_layers)):
+    for i in range(n):
+      out[f'{name}_{i}'] = jax.tree.map(lambda a, i=i: a[i], params[name])
+  return out, dataclasses.replace(config, scan_layers=False, remat='none')
+
+
+def init_decode_state(params: dict, config: EncoderDecoderConfig, inputs: Array,
+                      max_len: int) -> dict:
+  """Encode inputs [B, S] and build the decoder state for `decode_step` (per-layer params).
+
+  Every leaf has leading axis B: {'inputs_segmentation': [B, S],
+  'decoder_i': {'self': {k [B, H, K, C], v [B, H, C, K]},
+  'cross': {k [B, H, K, S], v [B, H, S, K]}}}.
+  """
+  assert not config.scan_layers, 'call unstack_layers first'
+  model = EncoderDecoder(config)
+  encoded = model.apply({'params': params}, inputs, method=EncoderDecoder.encode)  # [B, S, D]
+  b = inputs.shape[0]
+  state = {'inputs_segmentation': (inputs != 0).astype(jnp.int32)}
+  for i in range(config.num_decoder_layers):
+    state[f'decoder_{i}'] = {
+        'self': attention.init_cache(b, config.num_heads, config.d_model // config.num_heads,
+                                     max_len),
+        'cross': attention.project_kv(params[f'decoder_{i}']['cross_attn'], encoded,
+                                      config.compute_dtype)}
+  return state
+
+
+def decode_step(params: dict, config: EncoderDecoderConfig, tokens: Array, state: dict,
+                t: Array):
+  """tokens [B] at position t -> (logits [B, V], state). Per-layer params, as above."""
+  model = EncoderDecoder(config)
+  cache = {k: v for k, v in state.items() if k != 'inputs_segmentation'}
+  logits, cache = model.apply({'params': params}, None, state['inputs_segmentation'],
+                              tokens[:, None], cache=cache, cache_index=t,
+                              method=EncoderDecoder.decode)
+  return logits[:, 0], dict(cache, inputs_segmentation=state['inputs_segmentation'])
