@@ -306,3 +306,45 @@ def _move_aside(mngr, steps: list, aside: str) -> None:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices('lmjax_checkpoints_moved_aside')
   mngr.reload()
+
+
+def load_trained(workdir: str, step: Optional[int] = None):
+  """(config, model family, params, tokenizer, step) of a training workdir, for decoding.
+
+  Reads the config and tokenizer saved with the run (no data files needed) and checks the
+  tokenizer against the checkpoint's vocabulary fingerprint.
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from lmjax import models  # pylint: disable=g-import-not-at-top
+  from lmjax.data import tokenizers  # pylint: disable=g-import-not-at-top
+
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise UserError(f'--workdir {workdir}: no checkpoints/ directory')
+  mngr = manager(workdir, create=False, async_save=False)
+  step = mngr.latest_step() if step is None else step
+  if step is None or step not in mngr.all_steps():
+    raise UserError(f'--workdir {workdir}: no checkpoint'
+                    + (f' at step {step}' if step is not None else ''))
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  if os.path.exists(os.path.join(tok_dir, 'tokenizer.json')):
+    tok = tokenizers.load_tokenizer(tok_dir)
+  else:  # the checkpoint's own copy (checked against its meta below like the workdir's)
+    try:
+      payload = mngr.restore(step, args=ocp.args.Composite(
+          tokenizer=ocp.args.JsonRestore())).tokenizer
+    except Exception:  # pylint: disable=broad-except
+      raise UserError(f'--workdir {workdir}: no tokenizer/tokenizer.json and checkpoint step '
+                      f'{step} holds no tokenizer copy') from None
+    with tempfile.TemporaryDirectory() as d:
+      write_tokenizer_files(payload, d)
+      tok = tokenizers.load_tokenizer(d)
+  meta = read_meta(mngr, step)
+  check_meta(meta, tok.vocab_size, tok.fingerprint(), f'{workdir}/tokenizer')
+  config = ml_collections.ConfigDict(meta['config'])
+  family = models.build_lm(config.model, tok.vocab_size)
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  params = nn.meta.unbox(restored.state['params'])
+  mngr.close()
+  return config, family, params, tok, step

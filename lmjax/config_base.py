@@ -60,6 +60,32 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict({'num_samples': 4, 'prompt_tokens': 3,
                                         'max_new_tokens': 20, 'temperature': 0.8, 'top_k': 0,
                                         'top_p': 0.95})
+  c.decode = ml_collections.ConfigDict({
+      'beam_size': 4, 'alpha': 0.6, 'batch_size': 64, 'max_len_ratio': 1.5,
+      'max_len_offset': 10})
+  return c
+
+
+def translation_config() -> ml_collections.ConfigDict:
+  """base_config() with translation data fields (lmjax/data/translation.py documents them)."""
+  c = base_config()
+  c.seq_len = 64  # row length of both sides (packed rows hold several pairs)
+  c.label_smoothing = 0.1
+  c.checkpoint.best_metric = 'bleu'
+  c.checkpoint.best_mode = 'max'
+  c.model = ml_collections.ConfigDict({
+      'name': 'encoder_decoder', 'd_model': 512, 'num_heads': 8, 'num_encoder_layers': 6,
+      'num_decoder_layers': 6, 'd_ff': 2048, 'max_len': 256, 'dropout_rate': 0.1,
+      'attention_dropout_rate': 0.0, 'position': 'sinusoidal', 'tie_embeddings': True,
+      'scan_layers': True, 'remat': 'none', 'dtype': 'float32'})
+  c.data = ml_collections.ConfigDict({
+      'source': 'synthetic', 'train': '', 'eval': '', 'test': '', 'source_lang': 'en',
+      'target_lang': 'de', 'name': '', 'train_split': 'train', 'eval_split': 'validation',
+      'test_split': '', 'data_dir': '', 'tokenizer': 'sentencepiece', 'vocab_size': 8000,
+      'spm_model': '', 'spm_type': 'unigram', 'spm_input_sentence_size': 0,
+      'max_source_len': 64, 'max_target_len': 64, 'packing': True, 'pad_multiple': 8,
+      'synthetic_lines': 20000, 'synthetic_eval_lines': 500, 'seed': 0})
+  c.sample.num_samples = 0
   return c
 
 

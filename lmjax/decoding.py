@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lmjax.models import transformer
 
@@ -239,3 +240,70 @@ def beam_search(step_fn, state, *, batch_size: int, beam_size: int, max_len: int
   alive_score = alive_logp / _length_penalty(jnp.maximum(alive_len, 1), alpha)[:, None]
   scores = jnp.where(any_fin[:, None], fin_score, alive_score)
   return tokens, scores
+
+
+# --- translation: batches of sources -> beam search -> detokenized text ---
+#
+# Sentences are sorted by length and decoded in batches whose source is padded to a multiple
+# of SOURCE_BUCKET tokens, so only a few shapes compile; each sentence may produce up to
+# max_len_ratio x its source length + max_len_offset tokens.
+
+SOURCE_BUCKET = 16
+
+
+def _bucket(n: int, limit: int) -> int:
+  return min(limit, -(-n // SOURCE_BUCKET) * SOURCE_BUCKET)
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_fn(family: Any, beam_size: int, alpha: float, max_len: int, bos: int, eos: int):
+  """A jitted (params, inputs [B, S], max_lens [B]) -> tokens [B, max_len] for one setting."""
+  def run(params, inputs, max_lens):
+    init_state, step = family.decoder(params)
+    state = init_state(inputs, max_len)
+    b = inputs.shape[0]
+    if beam_size <= 1:
+      return greedy_search(step, state, batch_size=b, max_len=max_len, bos_id=bos,
+                                    eos_id=eos, max_lens=max_lens)
+    tokens, _ = beam_search(step, state, batch_size=b, beam_size=beam_size,
+                                     max_len=max_len, bos_id=bos, eos_id=eos, alpha=alpha,
+                                     max_lens=max_lens)
+    return tokens[:, 0]  # best first
+
+  return jax.jit(run)
+
+
+def decode_ids(family: Any, params: Any, sources: list, *, bos: int, eos: int,
+               batch_size: int, beam_size: int, alpha: float, max_len_ratio: float,
+               max_len_offset: int, max_len: int) -> list[list[int]]:
+  """Token ids per source (each ending in eos) -> output ids per source, eos stripped."""
+  order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+  out: list = [None] * len(sources)
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    src_len = _bucket(max(len(sources[i]) for i in idx), max_len)
+    inputs = np.zeros((batch_size, src_len), np.int32)
+    lens = np.ones((batch_size,), np.int32)
+    for r, i in enumerate(idx):
+      ids = sources[i][:src_len]
+      inputs[r, :len(ids)] = ids
+      lens[r] = len(ids)
+    budget = min(max_len, int(np.ceil(max_len_ratio * src_len)) + max_len_offset)
+    max_lens = np.minimum(budget, np.ceil(max_len_ratio * lens).astype(np.int32)
+                          + max_len_offset).astype(np.int32)
+    fn = _decode_fn(family, beam_size, float(alpha), budget, bos, eos)
+    tokens = np.asarray(fn(params, inputs, max_lens))
+    for r, i in enumerate(idx):
+      row = tokens[r].tolist()
+      out[i] = row[:row.index(eos)] if eos in row else row
+  return out
+
+
+def translate_lines(family: Any, params: Any, tok: Any, lines: list[str], decode_cfg: Any,
+                    max_len: int) -> list[str]:
+  sources = [tok.encode(line) + [tok.eos_id] for line in lines]
+  ids = decode_ids(family, params, sources, bos=tok.bos_id, eos=tok.eos_id,
+                   batch_size=int(decode_cfg.batch_size), beam_size=int(decode_cfg.beam_size),
+                   alpha=float(decode_cfg.alpha), max_len_ratio=float(decode_cfg.max_len_ratio),
+                   max_len_offset=int(decode_cfg.max_len_offset), max_len=max_len)
+  return [tok.decode(row) for row in ids]

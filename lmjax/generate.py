@@ -29,44 +29,11 @@ FLAGS = flags.FLAGS
 
 def load_for_generation(workdir: str, step: int | None = None):
   """(TransformerConfig, params, tokenizer, step) from a workdir, checked against each other."""
-  import flax.linen as nn
-  import ml_collections
-  import orbax.checkpoint as ocp
-
-  from lmjax import checkpoint, models
-  from lmjax.data import tokenizers
-
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise UserError(f'--workdir {workdir}: no checkpoints/ directory')
-  mngr = checkpoint.manager(workdir, create=False, async_save=False)
-  step = mngr.latest_step() if step is None else step
-  if step is None or step not in mngr.all_steps():
-    raise UserError(f'--workdir {workdir}: no checkpoint'
-                    + (f' at step {step}' if step is not None else ''))
-  tok_dir = os.path.join(workdir, 'tokenizer')
-  if os.path.exists(os.path.join(tok_dir, 'tokenizer.json')):
-    tok = tokenizers.load_tokenizer(tok_dir)
-  else:  # the checkpoint's own copy (checked against its meta below like the workdir's)
-    import tempfile
-    try:
-      payload = mngr.restore(step, args=ocp.args.Composite(
-          tokenizer=ocp.args.JsonRestore())).tokenizer
-    except Exception:  # pylint: disable=broad-except
-      raise UserError(f'--workdir {workdir}: no tokenizer/tokenizer.json and checkpoint step '
-                      f'{step} holds no tokenizer copy') from None
-    with tempfile.TemporaryDirectory() as d:
-      checkpoint.write_tokenizer_files(payload, d)
-      tok = tokenizers.load_tokenizer(d)
-  meta = checkpoint.read_meta(mngr, step)
-  checkpoint.check_meta(meta, tok.vocab_size, tok.fingerprint(), f'{workdir}/tokenizer')
-  config = ml_collections.ConfigDict(meta['config'])
+  from lmjax import checkpoint
+  config, family, params, tok, step = checkpoint.load_trained(workdir, step)
   if config.model.name != 'transformer':
     raise UserError(f'generation needs a transformer checkpoint; {workdir} holds '
                     f'model {config.model.name!r}')
-  family = models.build_lm(config.model, tok.vocab_size)
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  params = nn.meta.unbox(restored.state['params'])
-  mngr.close()
   return family.config, params, tok, step
 
 

@@ -25,6 +25,7 @@ import optax
 
 from lmjax import checkpoint, metrics, models, optim, sharding
 from lmjax.data import lm as lm_data
+from lmjax.data import translation as mt_data
 from lmjax.errors import UserError
 
 
@@ -69,7 +70,10 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
                     'sequences')
 
   def nll_sums(params, inputs, targets, weights, carry, rng):
-    """(summed NLL, (summed weights, new carry)): sums, so microbatches add up exactly."""
+    """(summed NLL, (summed weights, new carry)): sums, so microbatches add up exactly.
+
+    inputs: tokens [B, T] (language models) or the model-input dict (seq2seq).
+    """
     logits, new_carry = family.apply({'params': params}, inputs, carry, {'dropout': rng}, False)
     nll = cross_entropy(logits, targets, label_smoothing) * weights
     return nll.sum(), (weights.sum(), new_carry)
@@ -78,12 +82,13 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
 
   def accumulated(params, batch, carry, rng):
     m = grad_accum_steps
+    inputs = family.model_inputs(batch)
     if m == 1:
-      return grad_fn(params, batch['inputs'], batch['targets'], batch['weights'], carry, rng)
+      return grad_fn(params, inputs, batch['targets'], batch['weights'], carry, rng)
     # Microbatch i takes rows i, i+m, ...: each device keeps contributing its own rows.
     split = lambda x: jnp.swapaxes(x.reshape(x.shape[0] // m, m, *x.shape[1:]), 0, 1)
     merge = lambda x: jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
-    xs = (split(batch['inputs']), split(batch['targets']), split(batch['weights']),
+    xs = (jax.tree.map(split, inputs), split(batch['targets']), split(batch['weights']),
           jax.tree.map(split, carry), jax.random.split(rng, m))
 
     def body(acc, x):
@@ -104,7 +109,7 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
     if debug_nan_at_step:
       poison = jnp.where(state['step'] + 1 == debug_nan_at_step, jnp.nan, 1.0)
       nll, grads = nll * poison, jax.tree.map(lambda g: g * poison, grads)
-    norm = jnp.maximum(w, 1.0) if loss_normalization == 'tokens' else batch['inputs'].shape[0]
+    norm = jnp.maximum(w, 1.0) if loss_normalization == 'tokens' else batch['targets'].shape[0]
     grads = jax.tree.map(lambda g: g / norm, grads)
     loss, grad_norm = nll / jnp.maximum(w, 1.0), optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -125,7 +130,7 @@ def make_steps(family: models.LMFamily, tx, schedule, label_smoothing: float,
   def eval_step(params, batch, carry):
     if family.stateful:
       carry = _reset_carry(carry, batch['reset'])
-    logits, carry = family.apply({'params': params}, batch['inputs'], carry, {}, True)
+    logits, carry = family.apply({'params': params}, family.model_inputs(batch), carry, {}, True)
     nll = cross_entropy(logits, batch['targets']) * batch['weights']
     return nll.sum(), batch['weights'].sum(), carry
 
@@ -143,6 +148,7 @@ class Setup:
   train: lm_data.Corpus
   eval: lm_data.Corpus
   test: lm_data.Corpus | None
+  translation: dict | None  # seq2seq: {'train', 'eval', 'test'} ParallelSplits (else None)
   num_steps: int  # config.num_train_steps, or num_epochs x steps per epoch
   steps_per_epoch: int
   tx: Any
@@ -165,7 +171,7 @@ def sharded_state(config: Any, family: models.LMFamily, tx, mesh, rules: tuple):
   Shapes come from jax.eval_shape; parameter shardings from their logical axis names and the
   rules; optimizer-state leaves that mirror parameters take the parameters' shardings.
   """
-  dummy = jnp.zeros((config.batch_size, config.seq_len), jnp.int32)
+  dummy = family.dummy_inputs(config.batch_size, config.seq_len)
 
   def boxed_params(rng):
     return family.init(rng, dummy)['params']
@@ -224,7 +230,7 @@ def setup_model(config: Any, vocab_size: int, steps_per_epoch: int | None = None
   # --- sharded state ---
   init_fn, state_shapes, state_sharding = sharded_state(config, family, tx, mesh, rules)
   return Setup(config=config, mesh=mesh, rules=rules, family=family, tokenizer=None,
-               train=None, eval=None, test=None, num_steps=num_steps,
+               train=None, eval=None, test=None, translation=None, num_steps=num_steps,
                steps_per_epoch=steps_per_epoch, tx=tx, schedule=schedule,
                state_shapes=state_shapes, state_sharding=state_sharding,
                batch_sharding=sharding.batch_sharding(mesh), init_fn=init_fn)
@@ -236,14 +242,36 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
   sharding.check_batch(config.batch_size, sharding.make_mesh(config.mesh, devices))
   # Model config errors surface before any data is read or written (the vocabulary size
   # is not known yet and does not matter to them).
-  stateful = _build_family(config, 256).stateful
+  family = _build_family(config, 256)
+  if family.seq2seq:
+    packing = bool(config.data.get('packing', True))
+    if packing and not family.packing:
+      raise UserError(f'config.data.packing=True: model {config.model.name!r} takes one pair '
+                      'per row; set config.data.packing=False')
+    tok, splits = mt_data.load_translation_data(config.data, config.seq_len, workdir)
+    s = setup_model(config, tok.vocab_size, None, devices)
+    s = dataclasses.replace(s, tokenizer=tok, translation=splits)
+    steps_per_epoch = make_train_iterator(s).steps_per_epoch
+    s = setup_model(config, tok.vocab_size, steps_per_epoch, devices)
+    return dataclasses.replace(s, tokenizer=tok, translation=splits)
   tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
-  it_cls = lm_data.BpttIterator if stateful else lm_data.WindowIterator
+  it_cls = lm_data.BpttIterator if family.stateful else lm_data.WindowIterator
   steps_per_epoch = it_cls(train_corpus.stream, config.batch_size, config.seq_len,
                            0).steps_per_epoch
   s = setup_model(config, tok.vocab_size, steps_per_epoch, devices)
   return dataclasses.replace(s, tokenizer=tok, train=train_corpus, eval=eval_corpus,
                              test=test_corpus)
+
+
+def make_train_iterator(s: Setup):
+  """The training batches: deterministic in config.seed, with get_state()/set_state()."""
+  c = s.config
+  if s.family.seq2seq:
+    return mt_data.TranslationIterator(s.translation['train'], c.batch_size, c.seq_len,
+                                       bool(c.data.get('packing', True)), s.tokenizer.bos_id,
+                                       c.seed, int(c.data.get('pad_multiple', 8)))
+  it_cls = lm_data.BpttIterator if s.family.stateful else lm_data.WindowIterator
+  return it_cls(s.train.stream, c.batch_size, c.seq_len, c.seed)
 
 
 def _local_rows(sh, global_shape) -> slice:
@@ -282,9 +310,12 @@ def compile_steps(s: Setup):
                                      s.config.get('label_smoothing', 0.0),
                                      s.config.get('loss_normalization', 'tokens'), accum,
                                      int(s.config.get('debug_nan_at_step', 0)))
-  batch_keys = ('inputs', 'targets', 'weights') + (('reset',) if s.family.stateful else ())
-  batch_sh = {k: s.batch_sharding if k != 'reset' else sharding.replicated(s.mesh)
-              for k in batch_keys}
+  if s.family.seq2seq:
+    batch_sh = s.batch_sharding  # every leaf of the batch dict is [B, L]
+  else:
+    batch_keys = ('inputs', 'targets', 'weights') + (('reset',) if s.family.stateful else ())
+    batch_sh = {k: s.batch_sharding if k != 'reset' else sharding.replicated(s.mesh)
+                for k in batch_keys}
   repl = sharding.replicated(s.mesh)
   carry_sh = s.state_sharding.get('carry')
   p_train = jax.jit(train_step, in_shardings=(s.state_sharding, batch_sh),
@@ -296,7 +327,9 @@ def compile_steps(s: Setup):
 
 
 def evaluate(s: Setup, p_eval, params, batch_size: int, split: str = 'eval') -> dict:
-  """Perplexity over every token of the eval (or test) split."""
+  """Perplexity over every token of the eval (or test) split; BLEU too for translation."""
+  if s.family.seq2seq:
+    return evaluate_translation(s, p_eval, params, batch_size, split)
   corpus = s.eval if split == 'eval' else s.test
   batches = lm_data.eval_batches(corpus.stream, batch_size, s.config.seq_len,
                                  stateful=s.family.stateful)
@@ -314,18 +347,52 @@ def evaluate(s: Setup, p_eval, params, batch_size: int, split: str = 'eval') -> 
   return report
 
 
+def evaluate_translation(s: Setup, p_eval, params, batch_size: int, split: str) -> dict:
+  """Target perplexity (teacher forcing, every target token incl. eos) and sacreBLEU/chrF of
+  the decoded split against its raw references (config.decode; beam_size 0 skips BLEU)."""
+  data = s.translation[split]
+  c = s.config
+  batches = mt_data.eval_batches(data, batch_size, c.seq_len,
+                                 bool(c.data.get('packing', True)), s.tokenizer.bos_id,
+                                 int(c.data.get('pad_multiple', 8)))
+  total_nll, total_tokens = 0.0, 0.0
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    for batch in batches:
+      nll, n, _ = p_eval(params, _put(batch, s), None)
+      total_nll += float(nll)
+      total_tokens += float(n)
+  assert int(total_tokens) == data.num_target_tokens, (total_tokens, data.num_target_tokens)
+  report = metrics.lm_report(total_nll, total_tokens)
+  dec = c.decode
+  if dec.beam_size > 0 and jax.process_count() == 1:
+    from lmjax import decoding  # pylint: disable=g-import-not-at-top
+    t0 = time.time()
+    hyps = decoding.translate_lines(s.family, jax.device_get(params), s.tokenizer,
+                                     data.src_lines, dec, c.seq_len)
+    wall = time.time() - t0
+    report.update(metrics.bleu_report(hyps, data.tgt_lines))
+    report['decode_sentences_per_sec'] = len(hyps) / max(wall, 1e-9)
+    report['examples'] = list(zip(data.src_lines[:3], hyps[:3], data.tgt_lines[:3]))
+  return report
+
+
 def _print_report(split: str, step: int, report: dict) -> None:
   extra = ''.join(f'  {k} {report[k]:.3f}' for k in ('word_ppl', 'bpb') if k in report)
   if 'oov' in report:
     extra += f'  ({report["oov"]:,} words mapped to <unk>)'
   _say(f'{split} step {step}: ppl {report["ppl"]:.3f} over {report["tokens"]:,} tokens{extra}')
+  if 'bleu' in report:
+    _say(f'{split} step {step}: BLEU {report["bleu"]:.2f}  chrF {report["chrf"]:.2f}  '
+         f'({report["decode_sentences_per_sec"]:.1f} sentences/s)  {report["bleu_signature"]}')
+  for src, hyp, ref in report.get('examples', ()):
+    _say(f'  {src}\n    -> {hyp}\n    ref {ref}')
 
 
 def sample_text(s: Setup, params, num: int, prompt_tokens: int, num_new: int, seed: int,
                 temperature: float, top_k: int, top_p: float) -> list[tuple[str, str]]:
   """Continuations of the first words of a few eval lines."""
-  if s.family.stateful or jax.process_count() > 1:
-    return []  # RNN sampling is not implemented; multi-process params are not host-local
+  if s.family.stateful or s.family.seq2seq or jax.process_count() > 1:
+    return []  # translation prints decoded examples with its eval instead  # RNN sampling is not implemented; multi-process params are not host-local
   from lmjax import decoding
   stream = s.eval.stream
   eos_positions = np.flatnonzero(stream == s.tokenizer.eos_id)[:-1]
@@ -417,7 +484,7 @@ def _restore_tokenizer_copy(workdir: str) -> None:
 
 
 NAN_POLICIES = ('stop', 'skip')
-BEST_METRICS = ('', 'ppl', 'nll', 'word_ppl', 'bpb')
+BEST_METRICS = ('', 'ppl', 'nll', 'word_ppl', 'bpb', 'bleu', 'chrf')
 
 
 def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
@@ -437,11 +504,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
                     f'{BEST_METRICS[1:]} (or empty)')
   _restore_tokenizer_copy(workdir)
   s = setup(config, workdir, devices)
-  logging.info('mesh %s; vocab %d; train %d tokens, eval %d tokens', dict(s.mesh.shape),
-               s.tokenizer.vocab_size, s.train.num_predictions, s.eval.num_predictions)
   p_init, p_train, p_eval = compile_steps(s)
-  it_cls = lm_data.BpttIterator if s.family.stateful else lm_data.WindowIterator
-  train_iter = it_cls(s.train.stream, config.batch_size, config.seq_len, config.seed)
+  train_iter = make_train_iterator(s)
   eval_every = config.eval_every if config.eval_every > 0 else s.steps_per_epoch
   state_checksum = checkpoint.checksum_fn(sharding.replicated(s.mesh))
 
@@ -459,9 +523,17 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
     with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
       state = p_init(jax.random.PRNGKey(config.seed))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state['params']))
+  if s.family.seq2seq:
+    tr = s.translation['train']
+    it = make_train_iterator(s)  # a fresh one: the first epoch's padding, measured
+    waste = mt_data.padding_waste([next(it) for _ in range(min(it.steps_per_epoch, 200))])
+    data_note = (f'train {len(tr):,} pairs ({tr.num_target_tokens:,} target tokens; dropped '
+                 f'{tr.num_dropped_blank} blank, {tr.num_dropped_long} too long); padding '
+                 f'{waste["source"]:.1%} source / {waste["target"]:.1%} target')
+  else:
+    data_note = f'train {s.train.num_predictions:,} tokens'
   _say(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(s.mesh.shape)}; '
-        f'vocab {s.tokenizer.vocab_size}; train {s.train.num_predictions:,} tokens, '
-        f'{s.steps_per_epoch:,} steps per epoch')
+       f'vocab {s.tokenizer.vocab_size}; {data_note}, {s.steps_per_epoch:,} steps per epoch')
 
   tok_files = checkpoint.tokenizer_files(s.tokenizer)
   fail_save_at = int(config.get('debug_fail_save_at_step', 0))
@@ -469,7 +541,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   def save(step, state, metrics_=None):
     checkpoint.save(mngr, step, state, train_iter.get_state(),
                     _meta(s, state_checksum(state)), tok_files,
-                    metrics=({best_metric: metrics_[best_metric]} if metrics_ else {})
+                    metrics=({best_metric: metrics_[best_metric]}
+                             if metrics_ and best_metric in metrics_ else {})
                     if best_metric else None,
                     fail_with_enospc=step == fail_save_at)
 
@@ -547,8 +620,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
     report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
   wall = time.time() - t_start
   skip_note = f'; skipped {skipped_total} non-finite steps' if skipped_total else ''
+  bleu_note = f'; eval BLEU {report["bleu"]:.2f}' if 'bleu' in report else ''
   _say(f'done: {step} steps in {wall:.0f}s; eval ppl {report["ppl"]:.3f} '
-       f'(uniform {s.tokenizer.vocab_size}){skip_note}')
+       f'(uniform {s.tokenizer.vocab_size}){bleu_note}{skip_note}')
   if s.test is not None:
     test_report = evaluate(s, p_eval, state['params'], config.eval_batch_size, 'test')
     writer.write(step, 'test', test_report)

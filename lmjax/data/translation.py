@@ -12,7 +12,10 @@ config.data fields (translation experiments):
     dropped and counted; eval and test pairs are truncated to the row length instead, never
     dropped, so that every reference is scored
   packing: True packs several pairs into each row of config.seq_len tokens with segment ids
-    (Transformer); False pads batches of pairs of similar length (RNN seq2seq)
+    (Transformer); False pads batches of pairs of similar length (RNN seq2seq) to a multiple
+    of pad_multiple tokens per side (smaller: less padding, more shapes to compile; on
+    Multi30k at batch 32, 8 -> ~19% / 21% padding source / target and 18 shapes, 4 -> ~9% /
+    12% and 48 shapes)
   synthetic_lines, synthetic_eval_lines, seed: the embedded synthetic corpus
 
 Batches are dicts of int32 [B, L] arrays: inputs, decoder_inputs (bos then the target shifted
@@ -168,16 +171,16 @@ def packed_batch(split: ParallelSplit, rows: list[list[int]], row_len: int, bos:
   return out
 
 
-def _bucket(n: int, row_len: int) -> int:
-  """Padded length of a bucketed batch: a multiple of 16 (few distinct shapes to compile)."""
-  return min(row_len, -(-n // 16) * 16)
+def _bucket(n: int, row_len: int, multiple: int) -> int:
+  """Padded length of a bucketed batch: a multiple of `multiple` (each shape compiles once)."""
+  return min(row_len, -(-n // multiple) * multiple)
 
 
 def padded_batch(split: ParallelSplit, members: list[int], rows: int, row_len: int,
-                 bos: int) -> dict:
+                 bos: int, pad_multiple: int = 8) -> dict:
   """One pair per row, padded to a shared bucket length; rows past len(members) are empty."""
-  ls = _bucket(max(len(split.src[i]) for i in members), row_len)
-  lt = _bucket(max(len(split.tgt[i]) for i in members), row_len)
+  ls = _bucket(max(len(split.src[i]) for i in members), row_len, pad_multiple)
+  lt = _bucket(max(len(split.tgt[i]) for i in members), row_len, pad_multiple)
   out = {'inputs': np.zeros((rows, ls), np.int32),
          'decoder_inputs': np.zeros((rows, lt), np.int32),
          'targets': np.zeros((rows, lt), np.int32)}
@@ -198,20 +201,18 @@ def plan_batches(split: ParallelSplit, batch_size: int, row_len: int, packing: b
   if packing:
     rows = pack_rows(src_lens, tgt_lens, order, row_len)
   else:
-    rows = []
-    for c in range(0, len(order), _CHUNK):  # pairs of similar length share a batch
-      chunk = order[c:c + _CHUNK]
-      rows.extend(int(i) for i in chunk[np.argsort(src_lens[chunk] + tgt_lens[chunk],
-                                                   kind='stable')])
+    # As fairseq does: sort the whole split by (source, target) length, the shuffled order
+    # breaking ties, so that a batch's pairs match on both sides; the batches are shuffled.
+    rows = [int(i) for i in order[np.lexsort((tgt_lens[order], src_lens[order]))]]
   n = -(-len(rows) // batch_size) if keep_partial else len(rows) // batch_size
   return [rows[k * batch_size:(k + 1) * batch_size] for k in range(n)]
 
 
 def make_batch(split: ParallelSplit, members: list, batch_size: int, row_len: int,
-               packing: bool, bos: int) -> dict:
+               packing: bool, bos: int, pad_multiple: int = 8) -> dict:
   if packing:
     return packed_batch(split, list(members) + [[]] * (batch_size - len(members)), row_len, bos)
-  return padded_batch(split, members, batch_size, row_len, bos)
+  return padded_batch(split, members, batch_size, row_len, bos, pad_multiple)
 
 
 def padding_waste(batches: list[dict]) -> dict:
@@ -228,9 +229,10 @@ class TranslationIterator:
   """Endless shuffled training batches; deterministic in (seed, epoch) for exact resumption."""
 
   def __init__(self, split: ParallelSplit, batch_size: int, row_len: int, packing: bool,
-               bos: int, seed: int):
+               bos: int, seed: int, pad_multiple: int = 8):
     self.split, self.batch_size, self.row_len = split, batch_size, row_len
     self.packing, self.bos, self.seed = packing, bos, seed
+    self.pad_multiple = pad_multiple
     self.epoch, self.index = 0, 0
     self._plan_epoch = None
     self.steps_per_epoch = len(self._plan(0))
@@ -262,12 +264,13 @@ class TranslationIterator:
     members = self._plan(self.epoch)[self.index]
     self.index += 1
     return make_batch(self.split, members, self.batch_size, self.row_len, self.packing,
-                      self.bos)
+                      self.bos, self.pad_multiple)
 
 
 def eval_batches(split: ParallelSplit, batch_size: int, row_len: int, packing: bool,
-                 bos: int) -> list[dict]:
+                 bos: int, pad_multiple: int = 8) -> list[dict]:
   """Every pair of the split once, in a fixed order; the last batch is filled with padding."""
   plan = plan_batches(split, batch_size, row_len, packing, np.arange(len(split)),
                       keep_partial=True)
-  return [make_batch(split, m, batch_size, row_len, packing, bos) for m in plan]
+  return [make_batch(split, m, batch_size, row_len, packing, bos, pad_multiple)
+          for m in plan]

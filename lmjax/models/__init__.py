@@ -28,6 +28,25 @@ class LMFamily:
   apply: Callable[..., Any]
   stateful: bool  # carries a recurrent state between consecutive windows (truncated BPTT)
   init_carry: Callable[[int], Any]  # batch_size -> carry pytree (None when not stateful)
+  # Sequence-to-sequence families take the batch dict (inputs, decoder_inputs, ...) where a
+  # language model takes tokens, and decode through `decoder(params) -> (init_state, step)`:
+  # init_state(inputs [B, S], max_len) -> state (every leaf [B, ...]);
+  # step(tokens [B], state, t) -> (logits [B, V], state). See lmjax.decoding.
+  seq2seq: bool = False
+  input_keys: tuple = ('inputs',)
+  packing: bool = False  # accepts packed rows (segment ids and positions)
+  decoder: Optional[Callable[[Any], Any]] = None
+
+  def dummy_inputs(self, batch_size: int, seq_len: int) -> Any:
+    """Zeros shaped like a batch's model inputs, for init and eval_shape."""
+    if not self.seq2seq:
+      return jnp.zeros((batch_size, seq_len), jnp.int32)
+    return {k: jnp.zeros((batch_size, seq_len), jnp.int32) for k in self.input_keys}
+
+  def model_inputs(self, batch: dict) -> Any:
+    if not self.seq2seq:
+      return batch['inputs']
+    return {k: batch[k] for k in self.input_keys if k in batch}
 
 
 def dataclass_from_config(cls, model_cfg: Any, **extra) -> Any:
@@ -53,6 +72,8 @@ def dataclass_from_config(cls, model_cfg: Any, **extra) -> Any:
   try:
     return cls(**values)
   except UserError as e:
+    if str(e).startswith('config.model'):
+      raise
     raise UserError(f'config.model: {e}') from e
 
 
@@ -92,7 +113,60 @@ def _rnn(model_cfg: Any, vocab_size: int) -> LMFamily:
                   init_carry=lambda b: rnn.init_carry(cfg, b))
 
 
-FAMILIES = {'transformer': _transformer, 'rnn': _rnn}
+ENCDEC_PACKED_KEYS = ('inputs', 'decoder_inputs', 'inputs_segmentation', 'targets_segmentation',
+                      'inputs_position', 'targets_position')
+
+
+def _encoder_decoder(model_cfg: Any, vocab_size: int) -> LMFamily:
+  from lmjax.models import encoder_decoder as ed
+  cfg = dataclass_from_config(ed.EncoderDecoderConfig, model_cfg, vocab_size=vocab_size)
+  models = {det: ed.EncoderDecoder(cfg, det) for det in (True, False)}
+
+  def apply(variables, inputs, carry, rngs, deterministic):
+    return models[deterministic].apply(variables, **inputs, rngs=rngs), carry
+
+  def decoder(params):
+    p, c = ed.unstack_layers(params, cfg)
+    return (lambda inputs, max_len: ed.init_decode_state(p, c, inputs, max_len),
+            lambda tokens, state, t: ed.decode_step(p, c, tokens, state, t))
+
+  return LMFamily(config=cfg, init=lambda rng, inputs: models[True].init(rng, **inputs),
+                  apply=apply, stateful=False, init_carry=lambda b: None, seq2seq=True,
+                  input_keys=ENCDEC_PACKED_KEYS, packing=True, decoder=decoder)
+
+
+def _rnn_seq2seq(model_cfg: Any, vocab_size: int) -> LMFamily:
+  from lmjax.models import rnn_seq2seq as rs
+  cfg = dataclass_from_config(rs.RNNSeq2SeqConfig, model_cfg, vocab_size=vocab_size)
+  models = {det: rs.RNNSeq2Seq(cfg, det) for det in (True, False)}
+
+  def apply(variables, inputs, carry, rngs, deterministic):
+    return models[deterministic].apply(variables, inputs['inputs'], inputs['decoder_inputs'],
+                                       rngs=rngs), carry
+
+  def decoder(params):
+    model = models[True]
+
+    def init_state(inputs, max_len):
+      del max_len  # the recurrent state does not grow
+      memory = model.apply({'params': params}, inputs, method=rs.RNNSeq2Seq.encode)
+      return model.apply({'params': params}, memory, method=rs.RNNSeq2Seq.init_decode_state)
+
+    def step(tokens, state, t):
+      del t
+      return model.apply({'params': params}, state, tokens, method=rs.RNNSeq2Seq.decode_step)
+
+    return init_state, step
+
+  return LMFamily(
+      config=cfg, init=lambda rng, inputs: models[True].init(
+          rng, inputs['inputs'], inputs['decoder_inputs']),
+      apply=apply, stateful=False, init_carry=lambda b: None, seq2seq=True,
+      input_keys=('inputs', 'decoder_inputs'), packing=False, decoder=decoder)
+
+
+FAMILIES = {'transformer': _transformer, 'rnn': _rnn, 'encoder_decoder': _encoder_decoder,
+            'rnn_seq2seq': _rnn_seq2seq}
 
 
 def build_lm(model_cfg: Any, vocab_size: int) -> LMFamily:

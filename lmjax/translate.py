@@ -1,0 +1,77 @@
+"""Translate text with the latest checkpoint of a training workdir (beam search or greedy).
+
+  python -m lmjax.translate --workdir=DIR < source.txt > hypotheses.txt \
+      [--beam_size=4 --alpha=0.6 --batch_size=64 --step=N]
+
+  # with references: also prints sacreBLEU (signature) and chrF to stderr
+  python -m lmjax.translate --workdir=DIR --reference=ref.de < source.en > hyp.de
+
+One output line per input line, detokenized with the run's SentencePiece model. Decoding
+settings default to the run's config.decode. The same `decoding.translate_lines` computes BLEU
+inside the train loop.
+"""
+
+import sys
+import time
+
+from absl import flags
+
+from lmjax import cli
+from lmjax.errors import UserError
+
+flags.DEFINE_string('workdir', None, 'A training workdir (checkpoints/ and tokenizer/).')
+flags.DEFINE_integer('beam_size', None, 'Beam size; 1 is greedy (default: config.decode).')
+flags.DEFINE_float('alpha', None, 'Length penalty exponent (Wu et al. 2016).')
+flags.DEFINE_integer('batch_size', None, 'Sentences per decoding batch.')
+flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+flags.DEFINE_string('reference', None, 'Reference translations (one per line) to score.')
+flags.DEFINE_string('input', None, 'Source file (default: standard input).')
+FLAGS = flags.FLAGS
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  import os  # pylint: disable=g-import-not-at-top
+  if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
+    raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
+  from lmjax import checkpoint, decoding, metrics  # pylint: disable=g-import-not-at-top
+  from lmjax.data import text  # pylint: disable=g-import-not-at-top
+  if FLAGS.input:
+    lines = text.read_lines(FLAGS.input, what='--input')
+  else:
+    lines = sys.stdin.read().split('\n')
+    if lines and lines[-1] == '':
+      lines.pop()
+  refs = None
+  if FLAGS.reference:
+    refs = text.read_lines(FLAGS.reference, what='--reference')
+    if len(refs) != len(lines):
+      raise UserError(f'--reference {FLAGS.reference} has {len(refs)} lines, the source has '
+                      f'{len(lines)}')
+  config, family, params, tok, step = checkpoint.load_trained(FLAGS.workdir, FLAGS.step)
+  if not family.seq2seq:
+    raise UserError(f'--workdir {FLAGS.workdir} holds a language model '
+                    f'({config.model.name!r}); translation needs encoder_decoder or rnn_seq2seq')
+  dec = config.decode
+  for name in ('beam_size', 'alpha', 'batch_size'):
+    if getattr(FLAGS, name) is not None:
+      dec[name] = getattr(FLAGS, name)
+  if dec.beam_size < 1 or dec.batch_size < 1:
+    raise UserError('--beam_size and --batch_size must be at least 1')
+  t0 = time.time()
+  hyps = decoding.translate_lines(family, params, tok, lines, dec, config.seq_len)
+  wall = time.time() - t0
+  for h in hyps:
+    print(h)
+  sys.stdout.flush()
+  print(f'# checkpoint step {step}; {len(lines)} sentences in {wall:.1f}s '
+        f'({len(lines) / max(wall, 1e-9):.1f} sentences/s, beam {dec.beam_size})',
+        file=sys.stderr)
+  if refs is not None:
+    r = metrics.bleu_report(hyps, refs)
+    print(f'BLEU {r["bleu"]:.2f}  {r["bleu_signature"]}\nchrF {r["chrf"]:.2f}  '
+          f'{r["chrf_signature"]}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+  cli.run(main)
