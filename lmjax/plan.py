@@ -108,9 +108,9 @@ def abstract_batch(s: Any) -> dict:
   import jax.numpy as jnp
   from lmjax import sharding
   shape = (s.config.batch_size, s.config.seq_len)
-  batch = {'inputs': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s.batch_sharding),
-           'targets': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s.batch_sharding),
-           'weights': jax.ShapeDtypeStruct(shape, jnp.float32, sharding=s.batch_sharding)}
+  keys = s.family.input_keys + ('targets',) if s.family.seq2seq else ('inputs', 'targets')
+  batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s.batch_sharding) for k in keys}
+  batch['weights'] = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=s.batch_sharding)
   if s.family.stateful:
     batch['reset'] = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(s.mesh))
   return batch
@@ -135,6 +135,8 @@ def analytic_flops(family_config: Any, num_params: int, batch: int, seq_len: int
   tokens = batch * seq_len
   cfg = family_config
   layers, d = getattr(cfg, 'num_layers', 0), getattr(cfg, 'd_model', 0)
+  if hasattr(cfg, 'num_decoder_layers'):  # encoder self, decoder self and cross attention
+    layers = cfg.num_encoder_layers + 2 * cfg.num_decoder_layers
   gathered = 0
   if d and not getattr(cfg, 'tie_embeddings', True):
     gathered += getattr(cfg, 'vocab_size', 0) * d
@@ -167,6 +169,12 @@ def hlo_flops_per_step(config: Any, vocab_size: int) -> float:
   extrapolates linearly to config.model.num_layers. Remat recomputation is included.
   """
   layers = int(config.model.get('num_layers', 0) or 0)
+  if 'num_encoder_layers' in config.model and config.model.get('scan_layers', False):
+    # Encoder-decoder: lower it unscanned as it is (two stacks, no single layer count).
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+      c.model.scan_layers = False
+    return _lowered_flops(c, vocab_size)
   if not config.model.get('scan_layers', False) or layers <= 1:
     return _lowered_flops(config, vocab_size)
   flops = []

@@ -138,6 +138,6 @@ def test_every_experiment_config_builds(name, variant):
     return
   vocab = c.data.vocab_size if c.data.tokenizer != 'word' else 10000
   family = models.build_lm(c.model, vocab)
-  tokens = jax.ShapeDtypeStruct((2, min(c.seq_len, 16)), np.int32)
-  shapes = jax.eval_shape(lambda t: family.init(jax.random.PRNGKey(0), t), tokens)
+  inputs = family.dummy_inputs(2, min(c.seq_len, 16))  # tokens, or a seq2seq batch dict
+  shapes = jax.eval_shape(lambda t: family.init(jax.random.PRNGKey(0), t), inputs)
   assert jax.tree.leaves(shapes)

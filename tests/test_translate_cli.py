@@ -1,0 +1,82 @@
+"""Translation entry points as a user runs them: real processes, real exit codes."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lmjax.data import synthetic, tokenizers
+from cli_checks import listing, one_line_error
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = 'experiments/synthetic_translation.py:tiny'
+
+
+def run(module, *args, stdin=None, timeout=300):
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env, input=stdin,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp('mt'))
+  proc = run('lmjax.main', f'--config={TINY}', f'--workdir={wd}', '--config.num_train_steps=20',
+             '--config.eval_every=20', '--config.checkpoint.every=20')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return wd, proc
+
+
+def test_main_reports_perplexity_and_bleu(trained):
+  _, proc = trained
+  assert 'eval step 20: ppl' in proc.stdout
+  assert 'eval step 20: BLEU' in proc.stdout and 'nrefs:1|case:mixed' in proc.stdout
+  assert 'padding' in proc.stdout and 'too long' in proc.stdout
+
+
+def test_translate_from_stdin_and_file_with_references(trained, tmp_path):
+  wd, _ = trained
+  pairs = synthetic.generate_pairs(5, 123)
+  src = '\n'.join(s for s, _ in pairs) + '\n'
+  proc = run('lmjax.translate', f'--workdir={wd}', '--beam_size=3', stdin=src)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert len(proc.stdout.splitlines()) == 5
+  (tmp_path / 'src.txt').write_text(src)
+  (tmp_path / 'ref.txt').write_text('\n'.join(t for _, t in pairs) + '\n')
+  proc2 = run('lmjax.translate', f'--workdir={wd}', '--beam_size=3',
+              f'--input={tmp_path / "src.txt"}', f'--reference={tmp_path / "ref.txt"}')
+  assert proc2.returncode == 0, proc2.stderr[-3000:]
+  assert proc2.stdout == proc.stdout  # deterministic
+  assert 'BLEU' in proc2.stderr and 'chrF' in proc2.stderr
+  (tmp_path / 'short.txt').write_text('one line\n')
+  one_line_error(run('lmjax.translate', f'--workdir={wd}', f'--input={tmp_path / "src.txt"}',
+                     f'--reference={tmp_path / "short.txt"}'), 'short.txt', '1 lines')
+
+
+def test_parallel_files_with_different_line_counts(trained, tmp_path):
+  wd, _ = trained
+  (tmp_path / 'train.en').write_text('a b\nc d\ne f\n')
+  (tmp_path / 'train.de').write_text('x y\nz w\n')
+  before = listing(wd)
+  one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={wd}',
+                     '--config.data.source=text', f'--config.data.train={tmp_path / "train"}',
+                     f'--config.data.eval={tmp_path / "train"}'),
+                 'train.en has 3 lines', 'train.de has 2')
+  assert listing(wd) == before
+
+
+def test_checkpoint_whose_vocabulary_does_not_match_the_tokenizer(trained, tmp_path):
+  wd, _ = trained
+  swapped = tmp_path / 'swapped'
+  shutil.copytree(wd, swapped)
+  shutil.rmtree(swapped / 'tokenizer')
+  tokenizers.SentencePieceTokenizer.train(
+      [s for p in synthetic.generate_pairs(300, 9) for s in p], vocab_size=90).save(
+          str(swapped / 'tokenizer'))
+  before = listing(swapped)
+  one_line_error(run('lmjax.translate', f'--workdir={swapped}', stdin='the dog runs .\n'),
+                 'vocabulary')
+  one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={swapped}'), 'vocabulary')
+  assert listing(swapped) == before
