@@ -306,8 +306,9 @@ def _block_orthogonal(num_blocks: int):
   def init(key, shape, dtype=jnp.float32):
     keys = jax.random.split(key, num_blocks)
     width = shape[-1] // num_blocks
-    blocks = [nn.initializers.orthogonal()(k, shape[:-1] + (width,), dtype) for k in keys]
-    return jnp.concatenate(blocks, axis=-1)
+    # QR runs in float32 (LAPACK has no bfloat16); the result is cast to the param dtype.
+    blocks = [nn.initializers.orthogonal()(k, shape[:-1] + (width,), jnp.float32) for k in keys]
+    return jnp.concatenate(blocks, axis=-1).astype(dtype)
   return init
 
 
