@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/default
-CONFIG ?= experiments/synthetic_lm.py
+CONFIG ?= experiments/synthetic_translation.py
 export XLA_FLAGS ?=
 
 .PHONY: install train test bench clean

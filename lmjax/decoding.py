@@ -259,7 +259,13 @@ def _bucket(n: int, limit: int) -> int:
 def _decode_fn(family: Any, beam_size: int, alpha: float, max_len: int, bos: int, eos: int):
   """A jitted (params, inputs [B, S], max_lens [B]) -> tokens [B, max_len] for one setting."""
   def run(params, inputs, max_lens):
-    init_state, step = family.decoder(params)
+    init_state, model_step = family.decoder(params)
+
+    def step(tokens, state, t):
+      # pad and bos are never targets: a model can only emit them by mistake.
+      logits, state = model_step(tokens, state, t)
+      return logits.at[:, jnp.asarray([0, bos])].set(-jnp.inf), state
+
     state = init_state(inputs, max_len)
     b = inputs.shape[0]
     if beam_size <= 1:
