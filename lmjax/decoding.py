@@ -264,7 +264,8 @@ def _decode_fn(family: Any, beam_size: int, alpha: float, max_len: int, bos: int
     def step(tokens, state, t):
       # pad and bos are never targets: a model can only emit them by mistake.
       logits, state = model_step(tokens, state, t)
-      return logits.at[:, jnp.asarray([0, bos])].set(-jnp.inf), state
+      never = jnp.asarray([0] if bos == eos else [0, bos])
+      return logits.at[:, never].set(-jnp.inf), state
 
     state = init_state(inputs, max_len)
     b = inputs.shape[0]
