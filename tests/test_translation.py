@@ -204,3 +204,29 @@ def test_translation_loop_learns_and_reports_bleu(tmp_path):
   assert report['ppl'] < 6.0, report['ppl']  # uniform over the vocabulary is 120
   assert 'bleu' in report and 'chrf' in report and report['bleu_signature'].startswith('nrefs')
   assert report['bleu'] > 5.0, report['bleu']
+
+
+@pytest.mark.parametrize('model', ['encoder_decoder', 'rnn_seq2seq'])
+def test_same_translation_losses_on_every_mesh_and_with_accumulation(model):
+  """Data / FSDP / tensor sharding and gradient accumulation change cost, not the result."""
+  name = 'synthetic_translation.py' if model == 'encoder_decoder' else 'multi30k_rnn_attention.py'
+  c = config_base.load_experiment(name, 'tiny')
+  c.data.update(source='synthetic', synthetic_lines=300, synthetic_eval_lines=8)
+  c.model.update(dropout_rate=0.0)
+  losses = {}
+  for mesh, accum in (((1, 1, 1), 1), ((2, 2, 2), 1), ((2, 1, 1), 4)):
+    c.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
+    c.grad_accum_steps = accum
+    s = train.setup(c, None, devices=jax.devices()[:int(np.prod(mesh))])
+    p_init, p_train, _ = train.compile_steps(s)
+    it = train.make_train_iterator(s)
+    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+      state = p_init(jax.random.PRNGKey(0))
+      out = []
+      for _ in range(3):
+        state, o = p_train(state, train._put(next(it), s))  # pylint: disable=protected-access
+        out.append(float(o['loss']))
+    losses[(mesh, accum)] = out
+  ref = losses[((1, 1, 1), 1)]
+  for key, out in losses.items():
+    np.testing.assert_allclose(out, ref, rtol=2e-5, err_msg=str(key))
