@@ -343,7 +343,7 @@ def load_trained(workdir: str, step: Optional[int] = None):
   meta = read_meta(mngr, step)
   check_meta(meta, tok.vocab_size, tok.fingerprint(), f'{workdir}/tokenizer')
   config = ml_collections.ConfigDict(meta['config'])
-  family = models.build_lm(config.model, tok.vocab_size)
+  family = models.build_lm(config.model, tok.vocab_size, getattr(tok, 'source_vocab_size', 0))
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   params = nn.meta.unbox(restored.state['params'])
   mngr.close()

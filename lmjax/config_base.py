@@ -83,6 +83,7 @@ def translation_config() -> ml_collections.ConfigDict:
       'target_lang': 'de', 'name': '', 'train_split': 'train', 'eval_split': 'validation',
       'test_split': '', 'data_dir': '', 'tokenizer': 'sentencepiece', 'vocab_size': 8000,
       'spm_model': '', 'spm_type': 'unigram', 'spm_input_sentence_size': 0,
+      'joint_vocab': True, 'source_vocab_size': 0,
       'max_source_len': 64, 'max_target_len': 64, 'packing': True, 'pad_multiple': 8,
       'synthetic_lines': 20000, 'synthetic_eval_lines': 500, 'seed': 0})
   c.sample.num_samples = 0

@@ -308,7 +308,8 @@ def decode_ids(family: Any, params: Any, sources: list, *, bos: int, eos: int,
 
 def translate_lines(family: Any, params: Any, tok: Any, lines: list[str], decode_cfg: Any,
                     max_len: int) -> list[str]:
-  sources = [tok.encode(line) + [tok.eos_id] for line in lines]
+  encode_source = getattr(tok, 'encode_source', tok.encode)  # separate source vocabulary
+  sources = [encode_source(line) + [tok.eos_id] for line in lines]
   ids = decode_ids(family, params, sources, bos=tok.bos_id, eos=tok.eos_id,
                    batch_size=int(decode_cfg.batch_size), beam_size=int(decode_cfg.beam_size),
                    alpha=float(decode_cfg.alpha), max_len_ratio=float(decode_cfg.max_len_ratio),

@@ -200,8 +200,9 @@ def sharded_state(config: Any, family: models.LMFamily, tx, mesh, rules: tuple):
   return init_fn, state_shapes, state_sharding
 
 
-def _build_family(config: Any, vocab_size: int) -> models.LMFamily:
-  family = models.build_lm(config.model, vocab_size)
+def _build_family(config: Any, vocab_size: int,
+                  source_vocab_size: int = 0) -> models.LMFamily:
+  family = models.build_lm(config.model, vocab_size, source_vocab_size)
   max_len = models.max_len(family)
   if max_len is not None and config.seq_len > max_len:
     raise UserError(f'config.seq_len={config.seq_len} exceeds config.model.max_len={max_len}')
@@ -209,7 +210,7 @@ def _build_family(config: Any, vocab_size: int) -> models.LMFamily:
 
 
 def setup_model(config: Any, vocab_size: int, steps_per_epoch: int | None = None,
-                devices: Any = None) -> Setup:
+                devices: Any = None, source_vocab_size: int = 0) -> Setup:
   """Mesh, model, optimizer and the state's shapes/shardings: no data, nothing compiled.
 
   The data fields (tokenizer, train/eval/test) are None; `setup` fills them. lmjax.plan uses
@@ -222,7 +223,7 @@ def setup_model(config: Any, vocab_size: int, steps_per_epoch: int | None = None
   sharding.check_batch(config.batch_size, mesh)
   sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')
   # --- model ---
-  family = _build_family(config, vocab_size)
+  family = _build_family(config, vocab_size, source_vocab_size)
   num_steps = config.num_train_steps
   if config.get('num_epochs', 0) and steps_per_epoch:
     num_steps = int(config.num_epochs * steps_per_epoch)
@@ -249,10 +250,11 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
       raise UserError(f'config.data.packing=True: model {config.model.name!r} takes one pair '
                       'per row; set config.data.packing=False')
     tok, splits = mt_data.load_translation_data(config.data, config.seq_len, workdir)
-    s = setup_model(config, tok.vocab_size, None, devices)
+    src_vocab = getattr(tok, 'source_vocab_size', 0)
+    s = setup_model(config, tok.vocab_size, None, devices, src_vocab)
     s = dataclasses.replace(s, tokenizer=tok, translation=splits)
     steps_per_epoch = make_train_iterator(s).steps_per_epoch
-    s = setup_model(config, tok.vocab_size, steps_per_epoch, devices)
+    s = setup_model(config, tok.vocab_size, steps_per_epoch, devices, src_vocab)
     return dataclasses.replace(s, tokenizer=tok, translation=splits)
   tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
   it_cls = lm_data.BpttIterator if family.stateful else lm_data.WindowIterator

@@ -230,3 +230,29 @@ def test_same_translation_losses_on_every_mesh_and_with_accumulation(model):
   ref = losses[((1, 1, 1), 1)]
   for key, out in losses.items():
     np.testing.assert_allclose(out, ref, rtol=2e-5, err_msg=str(key))
+
+
+@pytest.mark.parametrize('name', ['synthetic_translation.py', 'multi30k_rnn_attention.py'])
+def test_separate_source_and_target_vocabularies(tmp_path, name):
+  from lmjax import checkpoint
+  from lmjax.data import tokenizers
+  c = config_base.load_experiment(name, 'tiny')
+  c.data.update(source='synthetic', synthetic_lines=400, synthetic_eval_lines=8,
+                joint_vocab=False, vocab_size=90, source_vocab_size=70)
+  c.num_train_steps = c.eval_every = c.checkpoint.every = 4
+  c.decode.beam_size = 2
+  wd = str(tmp_path / 'wd')
+  report = train.train_and_evaluate(c, wd, devices=jax.devices()[:1])
+  tok = tokenizers.load_tokenizer(f'{wd}/tokenizer')
+  assert isinstance(tok, tokenizers.PairTokenizer)
+  assert tok.source_vocab_size != tok.vocab_size
+  # Each model was trained on its own side: the made-up target words are single pieces of
+  # the target model only.
+  assert len(tok.target.encode('hundoi')) < len(tok.source.encode('hundoi'))
+  _, family, params, tok2, _ = checkpoint.load_trained(wd)
+  assert tok2.fingerprint() == tok.fingerprint()
+  shapes = [x.shape for x in jax.tree.leaves(params)]
+  assert any(s[0] == tok.source_vocab_size for s in shapes if len(s) == 2)
+  assert 'bleu' in report
+  out = decoding.translate_lines(family, params, tok, ['the dog runs .'], c.decode, c.seq_len)
+  assert len(out) == 1

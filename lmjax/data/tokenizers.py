@@ -320,6 +320,49 @@ class SentencePieceTokenizer:
     return f'SentencePieceTokenizer(vocab_size={self.vocab_size})'
 
 
+class PairTokenizer:
+  """Separate source and target SentencePiece models for translation, saved side by side.
+
+  Acts as the target tokenizer (vocab_size, special ids, encode, decode are the target's, as
+  for the losses, the output layer and the hypotheses); sources go through `encode_source`.
+  Both models must agree on pad/eos/bos ids (lmjax-trained ones do: 0/1/3).
+  """
+  kind = 'sentencepiece_pair'
+
+  def __init__(self, source: 'SentencePieceTokenizer', target: 'SentencePieceTokenizer'):
+    for name in ('pad_id', 'eos_id', 'bos_id'):
+      if getattr(source, name) != getattr(target, name):
+        raise UserError(f'source and target SentencePiece models differ in {name} '
+                        f'({getattr(source, name)} vs {getattr(target, name)})')
+    self.source, self.target = source, target
+    self.vocab_size, self.source_vocab_size = target.vocab_size, source.vocab_size
+    self.pad_id, self.eos_id, self.bos_id = target.pad_id, target.eos_id, target.bos_id
+    self.unk_id = target.unk_id
+
+  def encode(self, text: str) -> list[int]:
+    return self.target.encode(text)
+
+  def encode_source(self, text: str) -> list[int]:
+    return self.source.encode(text)
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self.target.decode(ids)
+
+  def fingerprint(self) -> str:
+    both = f'{self.source.fingerprint()}:{self.target.fingerprint()}'
+    return hashlib.sha256(both.encode()).hexdigest()
+
+  def save(self, directory: str | os.PathLike) -> None:
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / 'source.model').write_bytes(self.source.model_proto)
+    (directory / 'target.model').write_bytes(self.target.model_proto)
+    _write_tokenizer_json(directory, self, {'source': 'source.model', 'target': 'target.model'})
+
+  def __repr__(self) -> str:
+    return f'PairTokenizer(source={self.source_vocab_size}, target={self.vocab_size})'
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -339,9 +382,13 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
       tok = WordVocab.from_file(directory / files['vocab'])
     elif kind == SentencePieceTokenizer.kind:
       tok = SentencePieceTokenizer.load(directory / files['model'])
+    elif kind == PairTokenizer.kind:
+      tok = PairTokenizer(SentencePieceTokenizer.load(directory / files['source']),
+                          SentencePieceTokenizer.load(directory / files['target']))
     else:
       raise UserError(f"{meta_path}: unknown tokenizer kind {kind!r} "
-                      f"(known: '{WordVocab.kind}', '{SentencePieceTokenizer.kind}')")
+                      f"(known: '{WordVocab.kind}', '{SentencePieceTokenizer.kind}', "
+                      f"'{PairTokenizer.kind}')")
   except (KeyError, TypeError) as e:
     raise UserError(f'{meta_path}: missing file entry {e}') from None
   expected = meta.get('fingerprint')

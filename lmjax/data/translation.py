@@ -8,6 +8,8 @@ config.data fields (translation experiments):
   name, train_split, eval_split, test_split, data_dir: TFDS translation datasets
   vocab_size, spm_model, spm_type, spm_input_sentence_size: the joint SentencePiece model,
     trained on both sides of the training pairs unless spm_model is given
+  joint_vocab: False trains separate source (source_vocab_size, 0 = vocab_size) and target
+    (vocab_size) models instead; the model then gets a separate source embedding
   max_source_len, max_target_len: training pairs longer than this (tokens, with eos) are
     dropped and counted; eval and test pairs are truncated to the row length instead, never
     dropped, so that every reference is scored
@@ -25,11 +27,13 @@ and inputs_position / targets_position (restart at 0 for each pair).
 """
 
 import dataclasses
+import os
 from typing import Any, Iterator, Optional
 
+import jax
 import numpy as np
 
-from lmjax.data import lm as lm_data, synthetic, text
+from lmjax.data import lm as lm_data, synthetic, text, tokenizers
 from lmjax.errors import UserError
 
 _CHUNK = 4096  # pairs packed or bucketed together: similar lengths meet, order stays random
@@ -82,8 +86,9 @@ def _raw_pairs(cfg: Any, split: str) -> Optional[text.ParallelPairs]:
 def encode_split(pairs: text.ParallelPairs, tok: Any, max_src: int, max_tgt: int,
                  drop_long: bool) -> ParallelSplit:
   out = ParallelSplit([], [], [], [], num_dropped_blank=pairs.num_dropped)
+  encode_source = getattr(tok, 'encode_source', tok.encode)
   for s, t in pairs:
-    si = np.asarray(tok.encode(s) + [tok.eos_id], np.int32)
+    si = np.asarray(encode_source(s) + [tok.eos_id], np.int32)
     ti = np.asarray(tok.encode(t) + [tok.eos_id], np.int32)
     if len(si) > max_src or len(ti) > max_tgt:
       if drop_long:
@@ -107,9 +112,7 @@ def load_translation_data(cfg: Any, seq_len: int, workdir: Optional[str]):
     if not 2 <= value <= seq_len:
       raise UserError(f'config.data.{field}={value} must be in [2, config.seq_len={seq_len}]')
   raw = {split: _raw_pairs(cfg, split) for split in ('train', 'eval', 'test')}
-  # One joint vocabulary over both sides, as the shared embedding needs.
-  train_text = [s for s, _ in raw['train']] + [t for _, t in raw['train']]
-  tok = lm_data.build_tokenizer(cfg, train_text, workdir)
+  tok = build_tokenizer(cfg, raw['train'], workdir)
   if tok.bos_id == tok.eos_id:
     raise UserError('translation needs a tokenizer with a bos id distinct from eos '
                     '(SentencePiece models trained by lmjax have one)')
@@ -120,6 +123,32 @@ def load_translation_data(cfg: Any, seq_len: int, workdir: Optional[str]):
     raise UserError(f'config.data: every training pair is longer than max_source_len={max_src}'
                     f' / max_target_len={max_tgt} tokens')
   return tok, splits
+
+
+def build_tokenizer(cfg: Any, train_pairs: text.ParallelPairs, workdir: Optional[str]):
+  """The workdir's saved tokenizer (a resumed run), else a joint or a source/target pair."""
+  if cfg.get('joint_vocab', True):
+    # One vocabulary over both sides, as the shared embedding needs.
+    train_text = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
+    return lm_data.build_tokenizer(cfg, train_text, workdir)
+  saved = os.path.join(workdir, 'tokenizer') if workdir else None
+  if saved and os.path.exists(os.path.join(saved, tokenizers.TOKENIZER_JSON)):
+    tok = tokenizers.load_tokenizer(saved)
+    if not isinstance(tok, tokenizers.PairTokenizer):
+      raise UserError(f'config.data.joint_vocab=False but {saved} holds a joint tokenizer')
+    return tok
+  if cfg.tokenizer != 'sentencepiece' or cfg.get('spm_model'):
+    raise UserError('config.data.joint_vocab=False trains two SentencePiece models: it needs '
+                    "config.data.tokenizer='sentencepiece' and no spm_model")
+  train = lambda lines, size: tokenizers.SentencePieceTokenizer.train(
+      lines, vocab_size=size, model_type=cfg.get('spm_type', 'unigram'),
+      input_sentence_size=int(cfg.get('spm_input_sentence_size', 0)))
+  tok = tokenizers.PairTokenizer(
+      train([s for s, _ in train_pairs], int(cfg.get('source_vocab_size', 0) or cfg.vocab_size)),
+      train([t for _, t in train_pairs], int(cfg.vocab_size)))
+  if saved and jax.process_index() == 0:
+    tok.save(saved)
+  return tok
 
 
 def _shift_right(ids: np.ndarray, bos: int) -> np.ndarray:

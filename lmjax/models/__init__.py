@@ -117,9 +117,10 @@ ENCDEC_PACKED_KEYS = ('inputs', 'decoder_inputs', 'inputs_segmentation', 'target
                       'inputs_position', 'targets_position')
 
 
-def _encoder_decoder(model_cfg: Any, vocab_size: int) -> LMFamily:
+def _encoder_decoder(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0) -> LMFamily:
   from lmjax.models import encoder_decoder as ed
-  cfg = dataclass_from_config(ed.EncoderDecoderConfig, model_cfg, vocab_size=vocab_size)
+  cfg = dataclass_from_config(ed.EncoderDecoderConfig, model_cfg, vocab_size=vocab_size,
+                              source_vocab_size=source_vocab_size)
   models = {det: ed.EncoderDecoder(cfg, det) for det in (True, False)}
 
   def apply(variables, inputs, carry, rngs, deterministic):
@@ -135,9 +136,10 @@ def _encoder_decoder(model_cfg: Any, vocab_size: int) -> LMFamily:
                   input_keys=ENCDEC_PACKED_KEYS, packing=True, decoder=decoder)
 
 
-def _rnn_seq2seq(model_cfg: Any, vocab_size: int) -> LMFamily:
+def _rnn_seq2seq(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0) -> LMFamily:
   from lmjax.models import rnn_seq2seq as rs
-  cfg = dataclass_from_config(rs.RNNSeq2SeqConfig, model_cfg, vocab_size=vocab_size)
+  cfg = dataclass_from_config(rs.RNNSeq2SeqConfig, model_cfg, vocab_size=vocab_size,
+                              source_vocab_size=source_vocab_size)
   models = {det: rs.RNNSeq2Seq(cfg, det) for det in (True, False)}
 
   def apply(variables, inputs, carry, rngs, deterministic):
@@ -169,10 +171,13 @@ FAMILIES = {'transformer': _transformer, 'rnn': _rnn, 'encoder_decoder': _encode
             'rnn_seq2seq': _rnn_seq2seq}
 
 
-def build_lm(model_cfg: Any, vocab_size: int) -> LMFamily:
+def build_lm(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0) -> LMFamily:
+  """The family of config.model; source_vocab_size > 0 (seq2seq): separate vocabularies."""
   if model_cfg.name not in FAMILIES:
     raise UserError(f'config.model.name: unknown model {model_cfg.name!r} '
                     f'(one of {sorted(FAMILIES)})')
+  if source_vocab_size:
+    return FAMILIES[model_cfg.name](model_cfg, vocab_size, source_vocab_size)
   return FAMILIES[model_cfg.name](model_cfg, vocab_size)
 
 

@@ -7,7 +7,8 @@ Axis legend:
 The encoder reuses the decoder-only model's block (`transformer.DecoderBlock`: self-attention
 and MLP) under a bidirectional mask; the decoder block adds cross-attention over the encoder
 output. Source and target share one embedding over a joint vocabulary, tied to the output
-projection (`tie_embeddings`), as in Press & Wolf (2017) and the base Transformer.
+projection (`tie_embeddings`), as in Press & Wolf (2017) and the base Transformer; with
+separate vocabularies (`source_vocab_size` > 0) the source has its own embedding table.
 
 Packed rows: several sentence pairs may share a row. `*_segmentation` [B, S|T] numbers the pairs
 of a row 1, 2, ... (0 = padding) and `*_position` restarts at 0 for each pair; attention stays
@@ -37,7 +38,8 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class EncoderDecoderConfig:
   """Hyper-parameters (defaults: Transformer base, Vaswani et al. 2017 Table 3)."""
-  vocab_size: int
+  vocab_size: int  # the joint vocabulary, or the target's when source_vocab_size > 0
+  source_vocab_size: int = 0  # > 0: a separate source vocabulary with its own embedding
   d_model: int = 512
   num_heads: int = 8
   num_encoder_layers: int = 6
@@ -153,6 +155,11 @@ class EncoderDecoder(nn.Module):
           'pos_embedding', nn.with_logical_partitioning(
               nn.initializers.normal(stddev=0.02), (None, 'embed')),
           (cfg.max_len, cfg.d_model), cfg.param_dtype)
+    if cfg.source_vocab_size:
+      self.source_embedding = self.param(
+          'source_embedding', nn.with_logical_partitioning(
+              nn.initializers.normal(stddev=cfg.d_model ** -0.5), ('vocab', 'embed')),
+          (cfg.source_vocab_size, cfg.d_model), cfg.param_dtype)
     if not cfg.tie_embeddings:
       self.logits_w = self.param('logits', nn.with_logical_partitioning(
           nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal'),
@@ -166,9 +173,10 @@ class EncoderDecoder(nn.Module):
     self.decoder_ln = transformer._ln()  # pylint: disable=protected-access
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
-  def _embed(self, tokens: Array, positions: Array) -> Array:
+  def _embed(self, tokens: Array, positions: Array, source: bool = False) -> Array:
     cfg = self.config
-    x = jnp.take(self.embedding, tokens, axis=0) * np.sqrt(cfg.d_model)  # [B, T, D]
+    table = self.source_embedding if source and cfg.source_vocab_size else self.embedding
+    x = jnp.take(table, tokens, axis=0) * np.sqrt(cfg.d_model)  # [B, T, D]
     if cfg.position == 'learned':
       x = x + jnp.take(self.pos_embedding, positions, axis=0)
     else:
@@ -181,7 +189,7 @@ class EncoderDecoder(nn.Module):
     """inputs [B, S] -> encoded [B, S, D]."""
     seg = _segments(inputs, inputs_segmentation)
     pos = _positions(inputs, inputs_position)
-    x = self._embed(inputs, pos)
+    x = self._embed(inputs, pos, source=True)
     mask = segment_mask(seg, seg)  # [B, 1, S, S], bidirectional
     if self.config.scan_layers:
       x, _ = self.encoder(x, None, mask, pos, None)

@@ -85,6 +85,9 @@ ATTENTIONS = ('bahdanau', 'luong_dot', 'luong_general')
 class RNNSeq2SeqConfig:
   """Attention encoder-decoder hyperparameters (see the module docstring for the model)."""
   vocab_size: int  # joint source/target vocabulary (shared SentencePiece); pad id is 0
+  # > 0: the source has its own vocabulary of this size and its own embedding table (separate
+  # SentencePiece models); vocab_size is then the target's.
+  source_vocab_size: int = 0
   cell: str = 'lstm'  # 'lstm' | 'gru'
   embed_dim: int = 256
   hidden_size: int = 256  # decoder width H; each encoder direction has H // 2 (H must be even)
@@ -93,7 +96,7 @@ class RNNSeq2SeqConfig:
   attention: str = 'luong_general'  # 'bahdanau' | 'luong_dot' | 'luong_general'
   input_feeding: bool = True  # previous attentional vector joins the next bottom-layer input
   dropout_rate: float = 0.2
-  tie_embeddings: bool = True  # one [V, D] matrix for source, target and output projection
+  tie_embeddings: bool = True  # one [V, D] matrix for source (joint vocab), target and output
   init: str = 'uniform'  # 'uniform' | 'gaussian' | 'orthogonal', as in rnn.py
   init_scale: float = 0.1  # half-width of the uniform init
   forget_bias: float = 1.0  # LSTM forget-gate bias (encoder and decoder)
@@ -119,6 +122,8 @@ class RNNSeq2SeqConfig:
     choice('attention', ATTENTIONS)
     choice('init', INITS)
     at_least('vocab_size', 2)
+    if self.source_vocab_size:
+      at_least('source_vocab_size', 2)
     at_least('embed_dim', 1)
     at_least('hidden_size', 2)
     at_least('num_encoder_layers', 1)
@@ -333,11 +338,11 @@ class RNNSeq2Seq(nn.Module):
     def group(name, *specs):
       return _Params(specs=tuple(specs), param_dtype=cfg.param_dtype, name=name)
 
-    emb_spec = lambda name: (name, (v, d), emb_init, ('vocab', 'embed'))
-    if cfg.tie_embeddings:
-      self.embeddings = group('embeddings', emb_spec('embedding'))
-    else:
-      self.embeddings = group('embeddings', emb_spec('source'), emb_spec('target'))
+    emb_spec = lambda name, n=v: (name, (n, d), emb_init, ('vocab', 'embed'))
+    source = ([emb_spec('source', cfg.source_vocab_size or v)]
+              if cfg.source_vocab_size or not cfg.tie_embeddings else [])
+    target = emb_spec('embedding') if cfg.tie_embeddings else emb_spec('target')
+    self.embeddings = group('embeddings', *source, target)
     out_specs = [('bias', (v,), bias_init, ('vocab',))]
     if not cfg.tie_embeddings:
       out_specs.insert(0, ('kernel', (o, v), dense_init, ('embed', 'vocab')))
@@ -380,7 +385,10 @@ class RNNSeq2Seq(nn.Module):
   def _embed(self, tokens: Array, side: str) -> Array:
     """tokens [...] -> dropped-out embeddings [..., D] float32."""
     table = self.embeddings()
-    table = table['embedding'] if self.config.tie_embeddings else table[side]  # [V, D]
+    if side == 'target' or 'source' not in table:
+      table = table['embedding'] if self.config.tie_embeddings else table['target']  # [V, D]
+    else:
+      table = table['source']  # [V_src, D]
     x = _f32(jnp.take(table, tokens, axis=0))  # [..., D]
     return self.dropout(x, deterministic=self.deterministic)
 
