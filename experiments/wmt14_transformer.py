@@ -26,7 +26,14 @@ is stored as tfrecord, so the `tf` extra is needed (pip install -e .[tf]). Direc
   python -m lmjax.plan --config=experiments/wmt14_transformer.py:base --num_devices=8
 
 Nothing here trains on the 2-core CPU machine; the variants are checked by building and
-compiling their train step (tests/test_translation.py, lmjax.plan).
+compiling their train step with lmjax.plan on 8 simulated CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m lmjax.plan
+--config=experiments/wmt14_transformer.py:VARIANT --num_devices=8), measured here:
+  base: 60.5M parameters (the paper's 65M has a 37k vocabulary), mesh data=8; per device
+    params 231 MiB + Adam 461 MiB, args + temps 7.51 GiB; 1.22e13 FLOPs per step;
+    lower 16 s, compile 90 s.
+  big: 209.1M parameters (paper 213M), mesh data=2 x fsdp=4; per device params 200 MiB +
+    Adam 399 MiB, args + temps 11.75 GiB; 4.18e13 FLOPs per step; lower 21 s, compile 158 s.
 
 Variants: base, big, tiny (synthetic data; seconds; tests).
 """
