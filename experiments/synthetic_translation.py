@@ -23,14 +23,14 @@ def get_config(arg: str = ''):
   c.seq_len = 48
   c.batch_size = 32
   c.eval_batch_size = 32
-  c.num_train_steps = 800
+  c.num_train_steps = 400
   c.log_every = 50
-  c.eval_every = 400
-  c.checkpoint.every = 400
+  c.eval_every = 200
+  c.checkpoint.every = 200
   c.data.update(vocab_size=200, max_source_len=48, max_target_len=48)
   c.model.update(d_model=128, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
                  d_ff=512, max_len=48, dropout_rate=0.0)
-  c.optimizer.update(learning_rate=2e-3, warmup_steps=100)
+  c.optimizer.update(learning_rate=2e-3, warmup_steps=50)
   c.decode.update(beam_size=4, batch_size=100)
   if arg == 'rnn':
     c.data.packing = False

@@ -250,11 +250,9 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
       raise UserError(f'config.data.packing=True: model {config.model.name!r} takes one pair '
                       'per row; set config.data.packing=False')
     tok, splits = mt_data.load_translation_data(config.data, config.seq_len, workdir)
-    src_vocab = getattr(tok, 'source_vocab_size', 0)
-    s = setup_model(config, tok.vocab_size, None, devices, src_vocab)
-    s = dataclasses.replace(s, tokenizer=tok, translation=splits)
-    steps_per_epoch = make_train_iterator(s).steps_per_epoch
-    s = setup_model(config, tok.vocab_size, steps_per_epoch, devices, src_vocab)
+    steps_per_epoch = _translation_iterator(config, splits['train'], tok).steps_per_epoch
+    s = setup_model(config, tok.vocab_size, steps_per_epoch, devices,
+                    getattr(tok, 'source_vocab_size', 0))
     return dataclasses.replace(s, tokenizer=tok, translation=splits)
   tok, train_corpus, eval_corpus, test_corpus = lm_data.load_lm_data(config.data, workdir)
   it_cls = lm_data.BpttIterator if family.stateful else lm_data.WindowIterator
@@ -265,13 +263,17 @@ def setup(config: Any, workdir: str | None, devices: Any = None) -> Setup:
                              test=test_corpus)
 
 
+def _translation_iterator(c: Any, split: mt_data.ParallelSplit, tok: Any):
+  return mt_data.TranslationIterator(split, c.batch_size, c.seq_len,
+                                     bool(c.data.get('packing', True)), tok.bos_id, c.seed,
+                                     int(c.data.get('pad_multiple', 8)))
+
+
 def make_train_iterator(s: Setup):
   """The training batches: deterministic in config.seed, with get_state()/set_state()."""
   c = s.config
   if s.family.seq2seq:
-    return mt_data.TranslationIterator(s.translation['train'], c.batch_size, c.seq_len,
-                                       bool(c.data.get('packing', True)), s.tokenizer.bos_id,
-                                       c.seed, int(c.data.get('pad_multiple', 8)))
+    return _translation_iterator(c, s.translation['train'], s.tokenizer)
   it_cls = lm_data.BpttIterator if s.family.stateful else lm_data.WindowIterator
   return it_cls(s.train.stream, c.batch_size, c.seq_len, c.seed)
 
