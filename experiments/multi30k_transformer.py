@@ -19,7 +19,17 @@ small_de_en, base_de_en (the other direction), tiny (tests).
 Published (for orientation): small Transformers on test_2016_flickr en->de report about
 35-38 BLEU (e.g. the Multi30k task results of the WMT16/17 multimodal shared tasks' text-only
 baselines).
-Measured here: see the note at the end of this docstring once a run has finished.
+Measured here (small, en->de; 2 CPU cores shared with other jobs; the command above with
+--config.decode.beam_size=0, i.e. no BLEU inside the loop, then lmjax.translate, beam 4,
+alpha 0.6, on the step-3000 checkpoint):
+  test_2016_flickr: sacreBLEU 37.28, chrF 61.39
+    (BLEU nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0)
+  val: sacreBLEU 37.37, chrF 60.38; target perplexity 5.751 over 17,177 tokens
+  7.57M parameters, 3,000 steps (12.8 epochs, ~1,550 target tokens per step), 4,159 s of
+  training (69 min wall); packing leaves 5.8% source / 2.4% target padding. Val perplexity at
+  steps 1000 / 2000 / 3000: 8.22 / 5.93 / 5.75.
+  Beam-4 decoding of the 1,000 test sentences: 43.1 s with compilation, batch 100, while
+  another training run shared the CPU.
 """
 
 from lmjax import config_base

@@ -10,7 +10,9 @@ beam-search translations of 500 held-out pairs.
 
 Variants: '' (default run, a few minutes on 2 CPU cores), 'tiny' (seconds; used by tests),
 'rnn' (the attention RNN seq2seq on the same data).
-Measured here (2 CPU cores): see README "Results".
+Measured here (2 CPU cores, behind another training run at nice 19): eval target perplexity
+1.115 over 6,653 tokens (uniform 136), sacreBLEU 99.84, chrF 99.92 on the 500 held-out pairs
+(93.47 BLEU at step 200); 400 steps, 8 min wall, 140 s of CPU time (user + system).
 """
 
 from lmjax import config_base

@@ -627,7 +627,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   bleu_note = f'; eval BLEU {report["bleu"]:.2f}' if 'bleu' in report else ''
   _say(f'done: {step} steps in {wall:.0f}s; eval ppl {report["ppl"]:.3f} '
        f'(uniform {s.tokenizer.vocab_size}){bleu_note}{skip_note}')
-  if s.test is not None:
+  if (s.translation['test'] if s.family.seq2seq else s.test) is not None:
     test_report = evaluate(s, p_eval, state['params'], config.eval_batch_size, 'test')
     writer.write(step, 'test', test_report)
     _print_report('test', step, test_report)
