@@ -256,3 +256,18 @@ def test_separate_source_and_target_vocabularies(tmp_path, name):
   assert 'bleu' in report
   out = decoding.translate_lines(family, params, tok, ['the dog runs .'], c.decode, c.seq_len)
   assert len(out) == 1
+
+
+def test_config_errors_name_the_field_before_reading_data():
+  c = config_base.load_experiment('multi30k_rnn_attention.py', 'tiny')
+  c.data.packing = True  # RNNs take one pair per row
+  with pytest.raises(UserError, match='config.data.packing'):
+    train.setup(c, None, devices=jax.devices()[:1])
+  c = config_base.load_experiment('synthetic_translation.py', 'tiny')
+  c.model.num_heads = 3  # does not divide d_model 32
+  with pytest.raises(UserError, match='config.model.num_heads=3'):
+    train.setup(c, None, devices=jax.devices()[:1])
+  c = config_base.load_experiment('synthetic_translation.py', 'tiny')
+  c.data.update(source_lang='en', target_lang='en')
+  with pytest.raises(UserError, match='source_lang'):
+    train.setup(c, None, devices=jax.devices()[:1])
