@@ -12,7 +12,17 @@ per row, so no packing).
       --config.data.test=../shared/data/multi30k/raw/test_2016_flickr
 
 Variants: '' (LSTM, luong_general), bahdanau, gru, de_en, tiny (tests).
-Measured here: see the end of this docstring once a run has finished.
+Measured here ('' variant, en->de; 2 CPU cores shared with other jobs; the command above with
+--config.decode.beam_size=0, i.e. no BLEU inside the loop, then lmjax.translate, beam 4,
+alpha 0.6, on the step-5000 checkpoint):
+  test_2016_flickr: sacreBLEU 35.37, chrF 59.43; target perplexity 7.585 over 15,991 tokens
+    (BLEU nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0)
+  val: sacreBLEU 34.54, chrF 58.16; perplexity 7.909 over 17,177 tokens (9.446 at step 2500)
+  6.26M parameters, 5,000 steps (11 epochs of 64 pairs), 2,584 s of training (43 min wall;
+  ~2,100 target tokens/s); 9.4% source / 13.0% target padding.
+  Beam-4 decoding of the 1,000 test sentences: 13.7 s with compilation, batch 100.
+For comparison, the Transformer small (multi30k_transformer.py) reached 37.28 test BLEU in
+69 min.
 """
 
 import ml_collections
