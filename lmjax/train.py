@@ -330,6 +330,17 @@ def compile_steps(s: Setup):
   return p_init, p_train, p_eval
 
 
+def _summed_nll(s: Setup, p_eval, params, batches, carry) -> tuple[float, float]:
+  """(total NLL, total weight) over eval batches, summed on the host in float64."""
+  total_nll, total_tokens = 0.0, 0.0
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    for batch in batches:
+      nll, n, carry = p_eval(params, _put(batch, s), carry)
+      total_nll += float(nll)
+      total_tokens += float(n)
+  return total_nll, total_tokens
+
+
 def evaluate(s: Setup, p_eval, params, batch_size: int, split: str = 'eval') -> dict:
   """Perplexity over every token of the eval (or test) split; BLEU too for translation."""
   if s.family.seq2seq:
@@ -337,13 +348,8 @@ def evaluate(s: Setup, p_eval, params, batch_size: int, split: str = 'eval') -> 
   corpus = s.eval if split == 'eval' else s.test
   batches = lm_data.eval_batches(corpus.stream, batch_size, s.config.seq_len,
                                  stateful=s.family.stateful)
-  carry = s.family.init_carry(batch_size)
-  total_nll, total_tokens = 0.0, 0.0
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    for batch in batches:
-      nll, n, carry = p_eval(params, _put(batch, s), carry)
-      total_nll += float(nll)
-      total_tokens += float(n)
+  total_nll, total_tokens = _summed_nll(s, p_eval, params, batches,
+                                        s.family.init_carry(batch_size))
   assert int(total_tokens) == corpus.num_predictions, (total_tokens, corpus.num_predictions)
   report = metrics.lm_report(total_nll, total_tokens, corpus.num_words, corpus.num_bytes)
   if s.config.data.tokenizer == 'word':
@@ -359,12 +365,7 @@ def evaluate_translation(s: Setup, p_eval, params, batch_size: int, split: str) 
   batches = mt_data.eval_batches(data, batch_size, c.seq_len,
                                  bool(c.data.get('packing', True)), s.tokenizer.bos_id,
                                  int(c.data.get('pad_multiple', 8)))
-  total_nll, total_tokens = 0.0, 0.0
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    for batch in batches:
-      nll, n, _ = p_eval(params, _put(batch, s), None)
-      total_nll += float(nll)
-      total_tokens += float(n)
+  total_nll, total_tokens = _summed_nll(s, p_eval, params, batches, None)
   assert int(total_tokens) == data.num_target_tokens, (total_tokens, data.num_target_tokens)
   report = metrics.lm_report(total_nll, total_tokens)
   dec = c.decode
@@ -529,8 +530,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state['params']))
   if s.family.seq2seq:
     tr = s.translation['train']
-    it = make_train_iterator(s)  # a fresh one: the first epoch's padding, measured
-    waste = mt_data.padding_waste([next(it) for _ in range(min(it.steps_per_epoch, 200))])
+    waste = mt_data.padding_waste(train_iter.peek(200))  # the current epoch's padding
     data_note = (f'train {len(tr):,} pairs ({tr.num_target_tokens:,} target tokens; dropped '
                  f'{tr.num_dropped_blank} blank, {tr.num_dropped_long} too long); padding '
                  f'{waste["source"]:.1%} source / {waste["target"]:.1%} target')

@@ -278,14 +278,16 @@ class TranslationIterator:
       self._plan_epoch = epoch
     return self._batches
 
-  def get_state(self) -> dict:
-    return {'epoch': self.epoch, 'index': self.index}
-
-  def set_state(self, state: dict) -> None:
-    self.epoch, self.index = int(state['epoch']), int(state['index'])
+  get_state = lm_data.WindowIterator.get_state
+  set_state = lm_data.WindowIterator.set_state
 
   def __iter__(self) -> Iterator[dict]:
     return self
+
+  def peek(self, n: int) -> list[dict]:
+    """Up to n batches of the current epoch from its start, without advancing."""
+    return [make_batch(self.split, m, self.batch_size, self.row_len, self.packing, self.bos,
+                       self.pad_multiple) for m in self._plan(self.epoch)[:n]]
 
   def __next__(self) -> dict:
     if self.index >= len(self._plan(self.epoch)):
