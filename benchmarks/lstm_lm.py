@@ -15,7 +15,8 @@ train_step, jitted with the state donated, on a fixed random token batch.
 
 --dtype bfloat16 is config.model.dtype='bfloat16': bf16 matmul operands with f32 accumulation
 (input, recurrent and output projections); parameters, carries and the cell's elementwise work
-stay f32. --dtype takes a comma list; each dtype is one variant.
+stay f32. --dtype takes a comma list; each dtype is one variant. --no-keep_host_memory leaves
+glibc's malloc at its defaults (each step then page-faults its temporaries afresh).
 
 Timings on shared CPUs are noisy: every number printed is the median over --repeats runs of
 --steps steps each, and --peer alternates the lmjax variants and PyTorch within each repeat so
@@ -33,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import config_base, models, optim
+from lmjax import cli, config_base, models, optim
 from lmjax.train import make_steps
 from transformer_lm import time_runs  # this script's directory is on sys.path
 
@@ -96,6 +97,10 @@ def main(argv=None):
                   help='the hand-written recurrent backward pass (the medium config\'s setting)')
   ap.add_argument('--steps', type=int, default=5, help='train steps per timed repeat')
   ap.add_argument('--repeats', type=int, default=5)
+  ap.add_argument('--keep_host_memory', action=argparse.BooleanOptionalAction, default=True,
+                  help='glibc keeps freed memory, as lmjax.main does by default '
+                       '(lmjax.cli.keep_freed_host_memory); process-wide, so the PyTorch peer '
+                       'gets it too')
   ap.add_argument('--peer', action='store_true',
                   help='also run the PyTorch peer (benchmarks/torch_lstm_lm.py), interleaved; '
                        'needs torch')
@@ -104,6 +109,8 @@ def main(argv=None):
   if not dtypes or any(d not in DTYPES for d in dtypes):
     ap.error(f'--dtype: a comma list of {", ".join(DTYPES)}, got {args.dtype!r}')
 
+  kept = args.keep_host_memory and cli.keep_freed_host_memory()
+  print(json.dumps({'keep_host_memory': kept}), flush=True)
   runners = [Trainer(d, args.fast_backward) for d in dtypes]
   for r in runners:
     print(json.dumps({'impl': r.name, 'params': r.num_params, 'compile_s': round(r.compile_s, 1),
