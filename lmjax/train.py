@@ -630,10 +630,13 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
                f'tokens/s {tps:,.0f}  eta {eta:.0f}s{skip_note}')
           pending, t_last, step_last = [], now, step
         if eval_now:
+          t_eval = time.time()
           report = evaluate(s, p_eval, state['params'], config.eval_batch_size)
           writer.write(step, 'eval', report)
           _print_report('eval', step, report)
-          t_last = time.time()  # do not count eval time in tokens/s
+          # Eval time is not training time. Shift the window rather than restart it: the
+          # steps since the last log line stay in it (an epoch-end eval need not be a log step).
+          t_last += time.time() - t_eval
         if ckpt_now or stop_now:
           save(step, state, report if eval_now else None)
         if stop_now:
