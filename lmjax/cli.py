@@ -77,6 +77,34 @@ def check_workdir(path: str, must_exist: bool = False) -> str:
   return path
 
 
+_LOCKS = []  # open lock files: the lock lives as long as the process
+
+
+def lock_workdir(path: str) -> None:
+  """Refuse a second training process on one workdir (one line naming the holder).
+
+  Two runs in one workdir interleave their checkpoints and metrics, e.g. a restart issued while
+  the preempted process is still saving. An flock on WORKDIR/.lock is held until this process
+  exits, crash or kill included, so a stale file never blocks a restart. Multi-process runs
+  share one workdir: only process 0 takes the lock.
+  """
+  import fcntl
+  lock = os.path.join(path, '.lock')
+  f = open(lock, 'a+')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    f.seek(0)
+    holder = f.read().strip() or 'unknown'
+    f.close()
+    raise UserError(f'--workdir {path}: in use by another lmjax process ({holder}); wait '
+                    'for it to exit (or stop it) before starting another run there') from None
+  f.truncate(0)
+  f.write(f'pid {os.getpid()} on {os.uname().nodename}\n')
+  f.flush()
+  _LOCKS.append(f)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with UserError -> one line on stderr and exit status 2."""
 

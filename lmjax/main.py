@@ -49,6 +49,9 @@ def main(argv):
     raise cli.UserError('--config is required (e.g. --config=experiments/synthetic_lm.py)')
   cli.check_workdir(FLAGS.workdir)
   init_distributed()
+  import jax
+  if jax.process_index() == 0:
+    cli.lock_workdir(FLAGS.workdir)
   if FLAGS.config.model.name == 'kneser_ney':  # a count model: fitted, not trained
     from lmjax import ngram_lm
     ngram_lm.fit_and_evaluate(FLAGS.config, FLAGS.workdir)
