@@ -77,32 +77,51 @@ def check_workdir(path: str, must_exist: bool = False) -> str:
   return path
 
 
-_LOCKS = []  # open lock files: the lock lives as long as the process
+_LOCKS = []  # open lock descriptors: a lock lives as long as the process
+
+
+def _lock_holder(path: str) -> str:
+  """' (pid N)' for the process holding an flock on path, from /proc/locks; '' if unknown."""
+  try:
+    st = os.stat(path)
+    with open('/proc/locks') as f:
+      for line in f:
+        parts = line.split()
+        if 'FLOCK' not in parts or '->' in parts:
+          continue
+        i = parts.index('FLOCK')
+        pid, dev_ino = parts[i + 3], parts[i + 4].split(':')
+        if (len(dev_ino) == 3 and int(dev_ino[2]) == st.st_ino
+            and int(dev_ino[0], 16) == os.major(st.st_dev)
+            and int(dev_ino[1], 16) == os.minor(st.st_dev)):
+          return f' (pid {pid})'
+  except (OSError, ValueError, IndexError):
+    pass
+  return ''
 
 
 def lock_workdir(path: str) -> None:
-  """Refuse a second training process on one workdir (one line naming the holder).
+  """Refuse a second training process on one workdir, in one line naming the holder.
 
   Two runs in one workdir interleave their checkpoints and metrics, e.g. a restart issued while
-  the preempted process is still saving. An flock on WORKDIR/.lock is held until this process
-  exits, crash or kill included, so a stale file never blocks a restart. Multi-process runs
-  share one workdir: only process 0 takes the lock.
+  the preempted process is still saving. The lock is an flock on the workdir directory itself:
+  no file is written, and the kernel drops it when this process exits, crash or kill included,
+  so nothing stale can block a restart. Multi-process runs share one workdir: only process 0
+  takes it. Where the filesystem cannot flock a directory, the run goes on unlocked.
   """
+  import errno
   import fcntl
-  lock = os.path.join(path, '.lock')
-  f = open(lock, 'a+')
+  fd = os.open(path, os.O_RDONLY)
   try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
-    f.seek(0)
-    holder = f.read().strip() or 'unknown'
-    f.close()
-    raise UserError(f'--workdir {path}: in use by another lmjax process ({holder}); wait '
-                    'for it to exit (or stop it) before starting another run there') from None
-  f.truncate(0)
-  f.write(f'pid {os.getpid()} on {os.uname().nodename}\n')
-  f.flush()
-  _LOCKS.append(f)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    os.close(fd)
+    if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+      raise UserError(f'--workdir {path}: in use by another lmjax process'
+                      f'{_lock_holder(path)}; wait for it to exit (or stop it) before starting '
+                      'another run there') from None
+    return
+  _LOCKS.append(fd)
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -125,18 +125,18 @@ def test_keep_host_memory_reuses_freed_pages():
 
 
 def test_second_run_on_a_busy_workdir_is_refused(tmp_path):
-  """While another process holds the workdir, a run stops with one line and writes nothing."""
+  """While another process holds the workdir, a run stops with one line naming it and writes
+  nothing; once released, the same command runs."""
   import fcntl
   wd = tmp_path / 'busy'
   wd.mkdir()
-  with open(wd / '.lock', 'a+') as held:
-    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    held.write('pid 12345 on elsewhere\n')
-    held.flush()
-    before = listing(str(wd))
+  fd = os.open(wd, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     proc = run('lmjax.main', f'--config={TINY}', f'--workdir={wd}', *FAST)
-    one_line_error(proc, str(wd), 'in use', 'pid 12345')
-    assert listing(str(wd)) == before
-  # Released (the holder exited): the same command now runs.
+    one_line_error(proc, str(wd), 'in use', f'(pid {os.getpid()})')
+    assert listing(str(wd)) == {}
+  finally:
+    os.close(fd)  # releases the lock
   proc = run('lmjax.main', f'--config={TINY}', f'--workdir={wd}', *FAST)
   assert proc.returncode == 0, proc.stderr[-2000:]
