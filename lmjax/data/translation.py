@@ -284,18 +284,20 @@ class TranslationIterator:
   def __iter__(self) -> Iterator[dict]:
     return self
 
+  def _batch(self, members) -> dict:
+    return make_batch(self.split, members, self.batch_size, self.row_len, self.packing,
+                      self.bos, self.pad_multiple)
+
   def peek(self, n: int) -> list[dict]:
     """Up to n batches of the current epoch from its start, without advancing."""
-    return [make_batch(self.split, m, self.batch_size, self.row_len, self.packing, self.bos,
-                       self.pad_multiple) for m in self._plan(self.epoch)[:n]]
+    return [self._batch(m) for m in self._plan(self.epoch)[:n]]
 
   def __next__(self) -> dict:
     if self.index >= len(self._plan(self.epoch)):
       self.epoch, self.index = self.epoch + 1, 0
     members = self._plan(self.epoch)[self.index]
     self.index += 1
-    return make_batch(self.split, members, self.batch_size, self.row_len, self.packing,
-                      self.bos, self.pad_multiple)
+    return self._batch(members)
 
 
 def eval_batches(split: ParallelSplit, batch_size: int, row_len: int, packing: bool,
