@@ -22,13 +22,16 @@ checksum differs from meta's) and moves the broken newer ones aside to WORKDIR/c
 
 import asyncio
 import base64
+import contextlib
 import errno
+import gc
 import logging as py_logging
 import math
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from typing import Any, Callable, Optional
@@ -203,8 +206,9 @@ def restore_tokenizer_dir(mngr: ocp.CheckpointManager, directory: str) -> Option
   """Writes the newest checkpoint's tokenizer copy to `directory`; the step, or None."""
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      payload = mngr.restore(step, args=ocp.args.Composite(
-          tokenizer=ocp.args.JsonRestore())).tokenizer
+      with _quiet_closed_loop_callbacks():
+        payload = mngr.restore(step, args=ocp.args.Composite(
+            tokenizer=ocp.args.JsonRestore())).tokenizer
     except Exception:  # pylint: disable=broad-except  (older or broken step: try the next)
       continue
     write_tokenizer_files(payload, directory)
@@ -236,64 +240,101 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
   resumed run can write those steps again. A vocabulary mismatch is the user's to fix and
   raises at once. If no step restores, UserError (and nothing is moved).
   """
-  _quiet_closed_loop_callbacks()  # before any read: tensorstore binds the loop's method
-  steps = sorted(mngr.all_steps(), reverse=True)
-  bad = []  # (step, reason)
-  for step in steps:
-    try:
-      meta = read_meta(mngr, step)
-    except Exception as e:  # pylint: disable=broad-except
-      bad.append((step, f'meta unreadable ({_first_line(e)})'))
-      continue
-    check_meta(meta, vocab_size, fingerprint, where)
-    try:
-      out = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except
-      bad.append((step, _first_line(e)))
-      continue
-    saved_sum = meta.get('checksum')
-    if saved_sum is not None and checksum(out.state) != saved_sum:
-      bad.append((step, 'state checksum does not match the one saved in meta'))
-      continue
-    if bad:
-      aside = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_bad')
-      for b, reason in bad:
-        _warn(f'checkpoint step {b} ({step_dir(mngr, b)}) cannot be restored: {reason}; '
-              f'falling back to step {step} ({step_dir(mngr, step)}); moved it to {aside}')
-      _move_aside(mngr, [b for b, _ in bad], aside)
-    return step, out.state, out.data
-  tried = ', '.join(str(b) for b, _ in bad)
-  raise UserError(f'no checkpoint in {mngr.directory} can be restored (tried steps {tried}; '
-                  f'step {bad[0][0]}: {bad[0][1]}); nothing was deleted: move the checkpoints '
-                  'directory away to start from scratch')
+  with _quiet_closed_loop_callbacks():  # before any read
+    steps = sorted(mngr.all_steps(), reverse=True)
+    bad = []  # (step, reason)
+    for step in steps:
+      try:
+        meta = read_meta(mngr, step)
+      except Exception as e:  # pylint: disable=broad-except
+        bad.append((step, f'meta unreadable ({_first_line(e)})'))
+        continue
+      check_meta(meta, vocab_size, fingerprint, where)
+      try:
+        out = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        bad.append((step, _first_line(e)))
+        continue
+      saved_sum = meta.get('checksum')
+      if saved_sum is not None and checksum(out.state) != saved_sum:
+        bad.append((step, 'state checksum does not match the one saved in meta'))
+        continue
+      if bad:
+        aside = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_bad')
+        for b, reason in bad:
+          _warn(f'checkpoint step {b} ({step_dir(mngr, b)}) cannot be restored: {reason}; '
+                f'falling back to step {step} ({step_dir(mngr, step)}); moved it to {aside}')
+        _move_aside(mngr, [b for b, _ in bad], aside)
+      return step, out.state, out.data
+    tried = ', '.join(str(b) for b, _ in bad)
+    raise UserError(f'no checkpoint in {mngr.directory} can be restored (tried steps {tried}; '
+                    f'step {bad[0][0]}: {bad[0][1]}); nothing was deleted: move the checkpoints '
+                    'directory away to start from scratch')
 
 
-def _quiet_closed_loop_callbacks() -> None:
-  """Keeps a failed restore to the one warning line restore_good prints.
+_quiet_lock = threading.Lock()
+_quiet_depth = 0  # how many _quiet_closed_loop_callbacks blocks are open (all threads)
+_quiet_undo: Optional[contextlib.ExitStack] = None
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop_callbacks():
+  """Keeps a failed restore to the one warning line restore_good prints; for a `with` around
+  checkpoint reads, undone when the last such block (of any thread) exits.
 
   tensorstore finishes the reads still in flight and hands them to orbax's event loop, already
   closed: each prints an 'Event loop is closed' traceback from a C++ thread. Such a call has
-  nothing left to do, so make it a no-op (an open loop behaves as before)."""
-  base = asyncio.BaseEventLoop
-  if getattr(base.call_soon_threadsafe, 'lmjax_quiet', False):
-    return
-  # The failed reads' tasks are also reported, when collected, as 'Task exception was never
-  # retrieved' with a traceback: the error was retrieved once, and reported by restore_good.
-  py_logging.getLogger('asyncio').addFilter(
-      lambda r: 'exception was never retrieved' not in str(r.msg))
-  # ... and the reads it never started as 'coroutine ... was never awaited'.
+  nothing left to do, so inside the block it is a no-op (an open loop behaves as before).
+  tensorstore binds the loop's method when a read starts, so enter the block before any read:
+  a read started inside keeps the quiet method even if its callback comes after the block.
+  The failed reads' tasks are also reported, when collected, as 'Task exception was never
+  retrieved' with a traceback, and the reads it never started as 'coroutine ... was never
+  awaited': the error was retrieved once and reported by restore_good, so both are filtered
+  while the block is open, and it collects garbage before closing so they are emitted then.
+  On exit asyncio.BaseEventLoop.call_soon_threadsafe, the 'asyncio' logger's filters and
+  warnings.filters are as they were before the outermost block.
+  """
+  global _quiet_depth, _quiet_undo
+  with _quiet_lock:
+    if _quiet_depth == 0:
+      _quiet_undo = _install_quiet_callbacks()
+    _quiet_depth += 1
+  try:
+    yield
+  finally:
+    with _quiet_lock:
+      last = _quiet_depth == 1
+    if last:
+      gc.collect()  # unreferenced failed tasks and unawaited coroutines report now, filtered
+    with _quiet_lock:
+      _quiet_depth -= 1
+      if _quiet_depth == 0:
+        undo, _quiet_undo = _quiet_undo, None
+        undo.close()
+
+
+def _install_quiet_callbacks() -> contextlib.ExitStack:
+  """Installs what _quiet_closed_loop_callbacks describes; closing the stack undoes it."""
+  undo = contextlib.ExitStack()
+  undo.enter_context(warnings.catch_warnings())  # restores warnings.filters on close
   warnings.filterwarnings('ignore', message='coroutine .* was never awaited',
                           category=RuntimeWarning)
-  orig = base.call_soon_threadsafe
+  log = py_logging.getLogger('asyncio')
+  never_retrieved = lambda r: 'exception was never retrieved' not in str(r.msg)
+  log.addFilter(never_retrieved)
+  undo.callback(log.removeFilter, never_retrieved)
+  base = asyncio.BaseEventLoop
+  orig = vars(base)['call_soon_threadsafe']
 
   def call_soon_threadsafe(self, *args, **kwargs):
     if self.is_closed():
       return None
     return orig(self, *args, **kwargs)
 
-  call_soon_threadsafe.lmjax_quiet = True
   base.call_soon_threadsafe = call_soon_threadsafe
+  undo.callback(setattr, base, 'call_soon_threadsafe', orig)
+  return undo
 
 
 def _move_aside(mngr, steps: list, aside: str) -> None:
@@ -332,8 +373,9 @@ def load_trained(workdir: str, step: Optional[int] = None):
     tok = tokenizers.load_tokenizer(tok_dir)
   else:  # the checkpoint's own copy (checked against its meta below like the workdir's)
     try:
-      payload = mngr.restore(step, args=ocp.args.Composite(
-          tokenizer=ocp.args.JsonRestore())).tokenizer
+      with _quiet_closed_loop_callbacks():
+        payload = mngr.restore(step, args=ocp.args.Composite(
+            tokenizer=ocp.args.JsonRestore())).tokenizer
     except Exception:  # pylint: disable=broad-except
       raise UserError(f'--workdir {workdir}: no tokenizer/tokenizer.json and checkpoint step '
                       f'{step} holds no tokenizer copy') from None
@@ -344,7 +386,8 @@ def load_trained(workdir: str, step: Optional[int] = None):
   check_meta(meta, tok.vocab_size, tok.fingerprint(), f'{workdir}/tokenizer')
   config = ml_collections.ConfigDict(meta['config'])
   family = models.build_lm(config.model, tok.vocab_size, getattr(tok, 'source_vocab_size', 0))
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  with _quiet_closed_loop_callbacks():
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   params = nn.meta.unbox(restored.state['params'])
   mngr.close()
   return config, family, params, tok, step
