@@ -11,8 +11,11 @@ from lmjax.errors import UserError
 
 flags.DEFINE_bool('debug', False, 'Show full tracebacks for errors.')
 flags.DEFINE_bool('keep_host_memory', True,
-                  'Have glibc keep freed host memory for reuse (see keep_freed_host_memory); '
-                  'saves page faults on CPU, at the cost of a higher peak RSS.')
+                  'On the CPU backend only: set glibc malloc to one arena, no mmap and no '
+                  'trimming (mallopt), so memory XLA frees is reused instead of returned to '
+                  'the kernel and page-faulted in again every step; costs a higher peak RSS. '
+                  'Skipped when JAX_PLATFORMS (or an installed accelerator plugin) selects a '
+                  'GPU/TPU backend.')
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc malloc.h
 
@@ -25,7 +28,10 @@ def keep_freed_host_memory() -> bool:
   them on free, so each train step page-faults and zero-fills a few hundred MB again: on the
   PTB-medium LSTM step ~53,000 minor faults (~210 MB) and ~10% of the step's CPU time in the
   kernel. One arena, no mmap and no trimming make later steps reuse the same pages
-  (benchmarks/README.md, "host memory"). Call it before JAX starts its thread pools.
+  (benchmarks/README.md, "host memory"). Call it before JAX starts its thread pools; `run`
+  does, with --keep_host_memory, when the backend will be CPU (cpu_backend_expected): on GPU
+  and TPU hosts XLA's device memory is not malloc's and the single arena would only serialise
+  the host threads' allocations.
   Returns False where the C library has no mallopt (not glibc).
   """
   import ctypes
@@ -37,6 +43,31 @@ def keep_freed_host_memory() -> bool:
   mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
   return all([mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0),
               mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)])
+
+
+def cpu_backend_expected() -> bool:
+  """Whether jax's default backend will be CPU, decided without starting any backend.
+
+  keep_freed_host_memory has to run before a backend exists (its thread pools would have
+  their malloc arenas already), and a backend cannot be started this early: jax.distributed
+  must initialise first. So read what jax will read: jax_platforms (its config, if jax is
+  imported, else $JAX_PLATFORMS), whose first entry is the default; when unset, the legacy
+  $JAX_PLATFORM_NAME; when neither is set, jax takes an accelerator if a plugin for one is
+  installed (a jax_plugins package or entry point, or libtpu), else CPU. A plugin installed on
+  a machine without its device reads as not CPU: the setting is then skipped, which only
+  costs CPU speed.
+  """
+  import importlib.metadata
+  import importlib.util
+  jax = sys.modules.get('jax')
+  platforms = (jax.config.jax_platforms if jax is not None and hasattr(jax, 'config')
+               else os.environ.get('JAX_PLATFORMS')) or os.environ.get('JAX_PLATFORM_NAME')
+  if platforms:
+    return platforms.split(',')[0].strip().lower() == 'cpu'
+  plugins = (importlib.util.find_spec('jax_plugins') is not None
+             or importlib.util.find_spec('libtpu') is not None
+             or bool(importlib.metadata.entry_points(group='jax_plugins')))
+  return not plugins
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -128,7 +159,7 @@ def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with UserError -> one line on stderr and exit status 2."""
 
   def wrapped(argv):
-    if flags.FLAGS.keep_host_memory:
+    if flags.FLAGS.keep_host_memory and cpu_backend_expected():
       keep_freed_host_memory()
     if not flags.FLAGS.debug and not flags.FLAGS['verbosity'].present:
       # orbax and jax log every step at INFO, through absl and through the root logger.
