@@ -1,7 +1,9 @@
-"""BLEU/chrF report: sacrebleu agreement and an independent corpus BLEU computation."""
+"""BLEU/chrF report against independent computations: corpus BLEU on whitespace and on
+hand-13a-tokenized text, the tokenize option and its signature, and corpus chrF."""
 
 import collections
 import math
+import re
 
 import pytest
 import sacrebleu
@@ -65,14 +67,67 @@ def reference_bleu(hyps, refs):
   return 100 * bp * math.exp(log_mean), bp
 
 
-def test_bleu_matches_sacrebleu_corpus_bleu():
+def hand_13a(text):
+  """sacreBLEU's 13a tokenization, by hand, for text of lower-case letters, spaces and
+  . , ! ? : " only (no digits, dashes or markup, where 13a has special cases): every
+  punctuation mark becomes its own token."""
+  assert set(text) <= set('abcdefghijklmnopqrstuvwxyzäöüß .,!?:"'), text
+  return re.sub(r'([.,!?:"])', r' \1 ', text).split()
+
+
+def reference_chrf(hyps, refs, order=6, beta=2):
+  """Popovic (2015) chrF on the corpus as sacreBLEU defines it: character n-grams (n <= 6)
+  with whitespace removed, counts summed over the corpus, precision and recall averaged
+  over the orders, then F_beta with beta = 2 (recall weighted more)."""
+  hyp_n, ref_n, match_n = [0] * order, [0] * order, [0] * order
+  for hyp, ref in zip(hyps, refs):
+    h, g = ''.join(hyp.split()), ''.join(ref.split())
+    for n in range(1, order + 1):
+      hc = collections.Counter(h[i:i + n] for i in range(len(h) - n + 1))
+      gc = collections.Counter(g[i:i + n] for i in range(len(g) - n + 1))
+      hyp_n[n - 1] += sum(hc.values())
+      ref_n[n - 1] += sum(gc.values())
+      match_n[n - 1] += sum(min(c, gc[ng]) for ng, c in hc.items())
+  assert all(hyp_n) and all(ref_n)  # every order counts (sacreBLEU's effective order = 6)
+  prec = sum(m / c for m, c in zip(match_n, hyp_n)) / order
+  rec = sum(m / r for m, r in zip(match_n, ref_n)) / order
+  return 100 * (1 + beta**2) * prec * rec / (beta**2 * prec + rec)
+
+
+def test_13a_bleu_matches_a_computation_on_hand_tokenized_text():
+  """Raw references with punctuation attached ('klein,', 'laut!') score as if tokenized by 13a."""
   report = metrics.bleu_report(HYPS, REFS)
-  assert report['bleu'] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score, abs=1e-9)
-  assert report['chrf'] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score, abs=1e-9)
-  assert 'tok:13a' in report['bleu_signature'] and 'nrefs:1' in report['bleu_signature']
-  assert 'version:' in report['chrf_signature']
-  assert len(report['precisions']) == 4 and 0 < report['bp'] <= 1
-  assert 0 < report['bleu'] < 100
+  hyps = [' '.join(hand_13a(h)) for h in HYPS]
+  refs = [' '.join(hand_13a(r)) for r in REFS]
+  want, bp = reference_bleu(hyps, refs)
+  assert report['bleu'] == pytest.approx(want, abs=1e-6)
+  assert report['bp'] == pytest.approx(bp, abs=1e-9)
+  assert report['sys_len'] == sum(len(hand_13a(h)) for h in HYPS)
+  assert report['ref_len'] == sum(len(hand_13a(r)) for r in REFS)
+
+
+def test_tokenize_none_scores_the_raw_whitespace_tokens():
+  """tokenize='none' leaves 'klein,' one token: the score is the whitespace computation on the
+  raw text, lower than 13a's, and the signature says which tokenization produced it."""
+  none, tok13a = metrics.bleu_report(HYPS, REFS, tokenize='none'), metrics.bleu_report(HYPS, REFS)
+  want, _ = reference_bleu(HYPS, REFS)
+  assert none['bleu'] == pytest.approx(want, abs=1e-6)
+  assert none['ref_len'] == sum(len(r.split()) for r in REFS)
+  assert none['bleu'] < tok13a['bleu'] - 5
+  fields = lambda sig: dict(f.split(':', 1) for f in sig.split('|'))
+  assert fields(none['bleu_signature']) == {
+      'nrefs': '1', 'case': 'mixed', 'eff': 'no', 'tok': 'none', 'smooth': 'exp',
+      'version': sacrebleu.__version__}
+  assert fields(tok13a['bleu_signature'])['tok'] == '13a'
+  assert none['chrf'] == tok13a['chrf']  # chrF ignores the BLEU tokenizer
+
+
+def test_chrf_matches_an_independent_computation():
+  report = metrics.bleu_report(HYPS, REFS)
+  assert report['chrf'] == pytest.approx(reference_chrf(HYPS, REFS), abs=1e-6)
+  assert dict(f.split(':', 1) for f in report['chrf_signature'].split('|')) == {
+      'nrefs': '1', 'case': 'mixed', 'eff': 'yes', 'nc': '6', 'nw': '0', 'space': 'no',
+      'version': sacrebleu.__version__}
 
 
 def test_bleu_matches_an_independent_computation():
