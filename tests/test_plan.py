@@ -84,20 +84,39 @@ def test_bad_plan_flags_fail_in_one_line(tmp_path, args, message):
   assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], r.stderr
 
 
-@pytest.mark.parametrize('path,variant,num_params', [
-    ('experiments/lm1b_transformer.py', '', 51_671_040),
-    ('experiments/decoder_lm.py', '1b', 936_677_376),
-    ('experiments/decoder_lm.py', '8b', 8_048_123_904),
+def transformer_lm_num_params(m, vocab_size: int) -> int:
+  """Parameters of the decoder-only Transformer (lmjax/models/transformer.py) from its config.
+
+  Embedding V·D; learned positions max_len·D; per layer: attention query/key/value/out
+  4·D·(H·K) = 4·D² (H divides D, config checks) without biases, two LayerNorms (scale and
+  bias) 2·2D, MLP D·F + F + F·D + D (with biases); a final LayerNorm 2D; an untied output D·V.
+  """
+  d, f, v = m.d_model, m.d_ff, vocab_size
+  per_layer = 4 * d * d + 2 * 2 * d + (d * f + f) + (f * d + d)
+  return (v * d + (m.max_len * d if m.position == 'learned' else 0) + m.num_layers * per_layer
+          + 2 * d + (0 if m.tie_embeddings else d * v))
+
+
+@pytest.mark.parametrize('path,variant,overrides', [
+    ('experiments/lm1b_transformer.py', '', {}),  # sinusoidal, untied
+    ('experiments/decoder_lm.py', '1b', {}),  # rotary, untied
+    ('experiments/decoder_lm.py', '8b', {}),
+    ('experiments/decoder_lm.py', 'tiny', {'position': 'learned', 'tie_embeddings': True}),
+    ('experiments/lm1b_transformer.py', 'tiny', {'position': 'learned'}),
 ])
-def test_pod_configs_build_abstractly(path, variant, num_params):
-  """The full-size configs build (shapes and shardings only) on the 8 test devices."""
+def test_pod_configs_build_abstractly(path, variant, overrides):
+  """The full-size configs build (shapes and shardings only) on the 8 test devices, with the
+  parameter count the architecture implies (the tiny variants cover learned positions and a
+  tied output)."""
   import jax
   import numpy as np
   from lmjax import plan as plan_lib
   config = _load(path)
   c = config.get_config(variant)
+  c.model.update(overrides)
   s = plan_lib.abstract_setup(c, c.data.vocab_size)
-  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(s.state_shapes['params'])) == num_params
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(s.state_shapes['params']))
+  assert num_params == transformer_lm_num_params(c.model, c.data.vocab_size)
   per_dev, total = plan_lib.per_device_bytes(s.state_shapes['params'], s.state_sharding['params'])
   if c.mesh.fsdp == -1:  # FSDP over all 8 devices
     assert per_dev < 0.13 * total
