@@ -4,8 +4,9 @@ Model and optimizer are experiments/ptb_lstm.py:medium as the trainer builds the
 650 units, embedding 650, vocab 10,000, untied, dropout 0.5 (non-recurrent connections), bptt 35,
 batch 20, uniform(±0.05) init; SGD lr 1 with global-norm clip 5; loss summed over each window's
 time steps and averaged over the batch (loss_normalization='sequences'); the carried state is
-part of the train state (stateful truncated BPTT). The step is lmjax.train.make_steps's
-train_step, jitted with the state donated, on a fixed random token batch.
+part of the train state (stateful truncated BPTT). The step is the trainer's own
+(lmjax.steps.prepare: the LM task's loss, the jitted train step with the state donated), on a
+fixed random token batch.
 
   PYTHONPATH=. python benchmarks/lstm_lm.py                      # f32 and bf16, fast backward
   PYTHONPATH=. python benchmarks/lstm_lm.py --dtype float32 --no-fast_backward
@@ -34,51 +35,45 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import cli, config_base, models, optim
-from lmjax.train import make_steps
+from lmjax import cli, config_base
+from lmjax import steps as lmjax_steps
 from transformer_lm import time_runs  # this script's directory is on sys.path
 
 VOCAB = 10000
-PTB_TRAIN_TOKENS = 929589  # words + <eos>: only sets the epoch length of the lr schedule
 DTYPES = ('float32', 'bfloat16')
 
 
 def experiment_config(dtype: str = 'float32', fast_backward: bool = True):
   c = config_base.load_experiment('ptb_lstm.py', 'medium')
   c.model.dtype = dtype
-  c.model.fast_backward = fast_backward
+  c.model.custom_vjp = 'on' if fast_backward else 'off'
   return c
 
 
 class Trainer:
-  """lmjax.train's jitted train step (donated state) on a fixed random [batch, bptt] batch."""
+  """The trainer's own jitted train step (lmjax.steps, donated state) on a fixed random
+  [batch, bptt] batch."""
 
   def __init__(self, dtype='float32', fast_backward=True):
     c = experiment_config(dtype, fast_backward)
     self.name = f'lmjax {dtype}' + ('' if fast_backward else ' autodiff-backward')
-    self.family = models.build_lm(c.model, VOCAB)
     b, t = c.batch_size, c.seq_len
     self.tokens_per_step = b * t
-    steps_per_epoch = (PTB_TRAIN_TOKENS // b - 1) // t
-    tx, schedule = optim.make_optimizer(c.optimizer, c.num_epochs * steps_per_epoch,
-                                        steps_per_epoch)
-    train_step, _ = make_steps(self.family, tx, schedule, c.label_smoothing,
-                               loss_normalization=c.loss_normalization)
+    # The epoch length only sets the lr schedule's values; the shapes need no data.
+    c.mesh.update(data=1, fsdp=1, tensor=1)
+    run = lmjax_steps.prepare(c, None, devices=jax.devices()[:1], vocab_size=VOCAB)
     rng = np.random.default_rng(0)
-    data = jnp.asarray(rng.integers(0, VOCAB, size=(b, t + 1)), jnp.int32)
-    self.batch = {'inputs': data[:, :-1], 'targets': data[:, 1:],
-                  'weights': jnp.ones((b, t), jnp.float32), 'reset': jnp.zeros((), jnp.int32)}
-    import flax.linen as nn
-    params_rng, rng_key = jax.random.split(jax.random.PRNGKey(c.seed))
-    params = nn.meta.unbox(self.family.init(params_rng, self.batch['inputs'])['params'])
-    self.state = {'step': jnp.zeros((), jnp.int32), 'params': params,
-                  'opt_state': tx.init(params), 'rng': rng_key,
-                  'carry': self.family.init_carry(b)}
+    data = rng.integers(0, VOCAB, size=(b, t + 1)).astype(np.int32)
+    self.batch = run.put({'inputs': data[:, :-1], 'targets': data[:, 1:],
+                          'weights': np.ones((b, t), np.float32),
+                          'reset': np.zeros((), np.int32)})
+    self.state = run.init(c.seed)
     # Distinct buffers (init_carry shares one zeros array between layers): the state is donated.
     self.state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
-    self.num_params = sum(x.size for x in jax.tree.leaves(params))
+    self.num_params = sum(x.size for x in jax.tree.leaves(self.state['params']))
     t0 = time.perf_counter()
-    self.step = jax.jit(train_step, donate_argnums=0).lower(self.state, self.batch).compile()
+    with run.context():
+      self.step = run.p_train.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
     self.loss = self.run(2)  # warm-up
 

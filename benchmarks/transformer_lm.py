@@ -33,7 +33,7 @@ import optax
 
 from lmjax import decoding, optim
 from lmjax.models import transformer
-from lmjax.train import cross_entropy
+from lmjax.losses import cross_entropy
 
 VOCAB, D, LAYERS, HEADS, FF, SEQ, BATCH = 8192, 512, 6, 8, 2048, 256, 8
 PROMPT, NEW = 16, 128

@@ -28,20 +28,19 @@ MULTI30K = os.path.join(REPO, '..', 'shared', 'data', 'multi30k', 'raw')
 
 
 def bench_train(config_arg: str, steps: int, repeats: int) -> dict:
-  import flax.linen as nn
   import jax
-  from lmjax import config_base, train
+  from lmjax import config_base, steps as lmjax_steps
   path, _, variant = config_arg.partition(':')
   c = config_base.load_experiment(os.path.join(REPO, path), variant)
   if c.data.source == 'text' and not c.data.train:
     c.data.update(train=os.path.join(MULTI30K, 'train'), eval=os.path.join(MULTI30K, 'val'),
                   test='')
-  s = train.setup(c, None)
-  p_init, p_train, _ = train.compile_steps(s)
-  it = train.make_train_iterator(s)
-  batches = [train._put(next(it), s) for _ in range(steps + 2)]  # pylint: disable=protected-access
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    state = p_init(jax.random.PRNGKey(0))
+  run = lmjax_steps.prepare(c, None)
+  p_train = run.p_train
+  it = run.task.train_iterator()
+  batches = [run.put(next(it)) for _ in range(steps + 2)]
+  state = run.init(0)
+  with run.context():
     for b in batches[:2]:  # compile (and the first shapes of a bucketed iterator)
       state, out = p_train(state, b)
     jax.block_until_ready(state)

@@ -23,5 +23,6 @@ VARIANTS = ('5', '3')
 def get_config(arg: str = '5'):
   c = config_base.base_config()
   c.data.update(source='text', tokenizer='word')
+  c.task = 'ngram'  # fitted, not trained
   c.model = ml_collections.ConfigDict({'name': 'kneser_ney', 'order': int(arg or 5)})
   return c

@@ -10,6 +10,10 @@ from lmjax import sharding
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.task = 'lm'  # lm | translation | ngram (lmjax/tasks/)
+  # Warm start: a workdir (its newest intact checkpoint) or WORKDIR/checkpoints/STEP; matching
+  # parameters are loaded, new ones keep their init (lmjax/warm_start.py). '' starts fresh.
+  c.init_from = ''
   c.seed = 0
   c.batch_size = 32
   c.eval_batch_size = 32
@@ -69,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
 def translation_config() -> ml_collections.ConfigDict:
   """base_config() with translation data fields (lmjax/data/translation.py documents them)."""
   c = base_config()
+  c.task = 'translation'
   c.seq_len = 64  # row length of both sides (packed rows hold several pairs)
   c.label_smoothing = 0.1
   c.checkpoint.best_metric = 'bleu'

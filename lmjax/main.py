@@ -52,10 +52,6 @@ def main(argv):
   import jax
   if jax.process_index() == 0:
     cli.lock_workdir(FLAGS.workdir)
-  if FLAGS.config.model.name == 'kneser_ney':  # a count model: fitted, not trained
-    from lmjax import ngram_lm
-    ngram_lm.fit_and_evaluate(FLAGS.config, FLAGS.workdir)
-    return
   from lmjax import train  # imported after flag parsing: jax start-up is not needed for --help
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -8,7 +8,7 @@ JAX_PLATFORMS=cpu; both must be set before jax is imported, so this module reads
 from argv before its other imports). Nothing is allocated and no data is read: the train state and
 the batch are abstract (jax.ShapeDtypeStruct), the vocabulary size comes from
 config.data.vocab_size (or --vocab_size), and the train step is the trainer's own
-(train.compile_steps), lowered and compiled with the state and batch shardings.
+(lmjax.steps), lowered and compiled with the state and batch shardings.
 
 It prints, per device: parameter and optimizer-state bytes computed from the shardings (with
 total/N for comparison), XLA's memory analysis of the compiled step (arguments, outputs, temps,
@@ -93,27 +93,14 @@ def parse_mesh(text: str) -> dict:
   return dict(zip(('data', 'fsdp', 'tensor'), sizes))
 
 
-def abstract_setup(config: Any, vocab_size: int):
-  """A train.Setup with abstract state and no data (tokenizer/train/eval are None).
+def abstract_run(config: Any, vocab_size: int):
+  """A steps.Run with abstract state and no data (the task's tokenizer and splits are None).
 
   The epoch length only shapes the schedule's values (epoch_decay, num_epochs), not the
   compiled step, and it needs the data: plan with config.num_train_steps.
   """
-  from lmjax import train
-  return train.setup_model(config, vocab_size, steps_per_epoch=1)
-
-
-def abstract_batch(s: Any) -> dict:
-  import jax
-  import jax.numpy as jnp
-  from lmjax import sharding
-  shape = (s.config.batch_size, s.config.seq_len)
-  keys = s.family.input_keys + ('targets',) if s.family.seq2seq else ('inputs', 'targets')
-  batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s.batch_sharding) for k in keys}
-  batch['weights'] = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=s.batch_sharding)
-  if s.family.stateful:
-    batch['reset'] = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(s.mesh))
-  return batch
+  from lmjax import steps
+  return steps.prepare(config, None, vocab_size=vocab_size)
 
 
 def per_device_bytes(shapes: Any, shardings: Any) -> tuple[int, int]:
@@ -147,60 +134,54 @@ def analytic_flops(family_config: Any, num_params: int, batch: int, seq_len: int
 
 def _lowered_flops(config: Any, vocab_size: int) -> float:
   """Global FLOPs of one train step from the unpartitioned HLO (lowering only, no compile)."""
-  import flax.linen as nn
-  import jax
-  from lmjax import train
-  s = abstract_setup(config, vocab_size)
-  _, p_train, _ = train.compile_steps(s)
-  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                       s.state_shapes, s.state_sharding)
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    cost = p_train.lower(state, abstract_batch(s)).cost_analysis()
+  run = abstract_run(config, vocab_size)
+  with run.context():
+    cost = run.p_train.lower(run.abstract_state(), run.abstract_batch()).cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   return float((cost or {}).get('flops', float('nan')))
+
+
+def layer_fields(model_cfg: Any) -> list[str]:
+  """The layer counts of config.model: num_layers, num_encoder_layers, ..."""
+  return [k for k in model_cfg if k == 'num_layers' or (k.startswith('num_') and
+                                                        k.endswith('_layers'))]
 
 
 def hlo_flops_per_step(config: Any, vocab_size: int) -> float:
   """Global train-step FLOPs counted by XLA, every layer included.
 
   XLA's cost analysis counts a while loop's body once, so a scanned layer stack is counted as
-  one layer. This lowers the same model unscanned with 1 and 2 layers (cheap: no compile) and
-  extrapolates linearly to config.model.num_layers. Remat recomputation is included.
+  one layer. This lowers the same model unscanned with every stack at 1 layer, and with each
+  stack in turn at 2 (cheap: no compile), and extrapolates linearly to the configured counts.
+  Remat recomputation is included.
   """
-  layers = int(config.model.get('num_layers', 0) or 0)
-  if 'num_encoder_layers' in config.model and config.model.get('scan_layers', False):
-    # Encoder-decoder: lower it unscanned as it is (two stacks, no single layer count).
-    c = config.copy_and_resolve_references()
-    with c.unlocked():
-      c.model.scan_layers = False
-    return _lowered_flops(c, vocab_size)
-  if not config.model.get('scan_layers', False) or layers <= 1:
+  fields = layer_fields(config.model)
+  if not config.model.get('scan_layers', False) or not fields:
     return _lowered_flops(config, vocab_size)
-  flops = []
-  for n in (1, 2):
+
+  def lowered(**counts) -> float:
     c = config.copy_and_resolve_references()
     with c.unlocked():
-      c.model.update(num_layers=n, scan_layers=False)
-    flops.append(_lowered_flops(c, vocab_size))
-  return flops[0] + (layers - 1) * (flops[1] - flops[0])
+      c.model.update(scan_layers=False, **counts)
+    return _lowered_flops(c, vocab_size)
+
+  ones = {k: 1 for k in fields}
+  base = lowered(**ones)
+  per_layer = {k: lowered(**dict(ones, **{k: 2})) - base for k in fields}
+  return base + sum((int(config.model[k]) - 1) * per_layer[k] for k in fields)
 
 
 def plan(config: Any, vocab_size: int, hbm_gib: float | None = None) -> dict:
   """Compile the train step for the current devices; return the figures (bytes per device)."""
-  import flax.linen as nn
   import jax
   import numpy as np
-  from lmjax import train
 
-  s = abstract_setup(config, vocab_size)
+  s = abstract_run(config, vocab_size)
   n = s.mesh.size
-  _, p_train, _ = train.compile_steps(s)
-  state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                       s.state_shapes, s.state_sharding)
   t0 = time.time()
-  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-    lowered = p_train.lower(state, abstract_batch(s))
+  with s.context():
+    lowered = s.p_train.lower(s.abstract_state(), s.abstract_batch())
     t1 = time.time()
     compiled = lowered.compile()
   t2 = time.time()
@@ -217,14 +198,14 @@ def plan(config: Any, vocab_size: int, hbm_gib: float | None = None) -> dict:
   cost = cost or {}
   out = {
       'num_devices': n, 'mesh': {k: int(v) for k, v in s.mesh.shape.items()},
-      'vocab_size': vocab_size, 'num_params': num_params, 'stateful': bool(s.family.stateful),
+      'vocab_size': vocab_size, 'num_params': num_params,
       'batch_size': int(config.batch_size), 'seq_len': int(config.seq_len),
       'params_bytes_per_device': params_dev, 'params_bytes_total': params_total,
       'opt_state_bytes_per_device': opt_dev, 'opt_state_bytes_total': opt_total,
       'lower_s': t1 - t0, 'compile_s': t2 - t1,
       'flops_per_device_compiled': float(cost.get('flops', float('nan'))),
       'flops_per_step_xla': hlo_flops_per_step(config, vocab_size),
-      'flops_per_step_analytic': analytic_flops(s.family.config, num_params,
+      'flops_per_step_analytic': analytic_flops(s.task.model.config, num_params,
                                                 int(config.batch_size), int(config.seq_len)),
   }
   if mem is not None:
@@ -275,9 +256,8 @@ def report(r: dict) -> str:
       f'  6·P·tokens + attention (no remat): {r["flops_per_step_analytic"]:.3e} total; '
       f'compiled per-device '
       f'program: {r["flops_per_device_compiled"]:.3e} (a scanned layer stack counts once)']
-  if r.get('stateful'):
-    lines.append('  (recurrent model: XLA counts the time loop body once, so its figures '
-                 'undercount; use 6·P·tokens)')
+  lines.append('  (XLA counts a loop body once: for a model that loops over time, as RNNs '
+               'do, the XLA figures undercount; use 6·P·tokens)')
   if 'hbm_gib' in r and not r['fits']:
     lines.append(f'WARNING: arguments + temps {_gib(r["peak_bytes_estimate"]).strip()} exceed '
                  f'--hbm_gib={r["hbm_gib"]:g} per device')

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import config_base, train
+from lmjax import config_base, losses, steps, train
 from lmjax.data import lm as lm_data
 from lmjax.data import synthetic
 from lmjax.errors import UserError
@@ -57,11 +57,10 @@ def test_windowed_eval_equals_one_long_window(tmp_path, cell):
   for seq_len in (4, 64):
     c = ptb_tiny(tmp_path, seq_len=seq_len)
     c.model.cell = cell
-    s = train.setup(c, None, devices=devices)
-    p_init, _, p_eval = train.compile_steps(s)
-    with jax.set_mesh(s.mesh):
-      state = p_init(jax.random.PRNGKey(0))
-    results.append(train.evaluate(s, p_eval, state['params'], 2))
+    c.eval_batch_size = 2
+    run = steps.prepare(c, None, devices=devices)
+    state = run.init(0)
+    results.append(run.evaluate(state['params']))
   assert results[0]['tokens'] == results[1]['tokens']
   assert results[0]['nll'] == pytest.approx(results[1]['nll'], rel=1e-5)
 
@@ -70,24 +69,23 @@ def test_train_step_carries_state_between_windows(tmp_path):
   """With lr 0, window 2's loss equals the second half of one pass over windows 1+2."""
   c = ptb_tiny(tmp_path, seq_len=6)
   c.optimizer.learning_rate = 0.0
-  s = train.setup(c, None, devices=jax.devices()[:1])
-  p_init, p_train, _ = train.compile_steps(s)
-  it = lm_data.BpttIterator(s.train.stream, c.batch_size, c.seq_len)
+  run = steps.prepare(c, None, devices=jax.devices()[:1])
+  it = lm_data.BpttIterator(run.task.train.stream, c.batch_size, c.seq_len)
   b1, b2 = next(it), next(it)
-  with jax.set_mesh(s.mesh):
-    state = p_init(jax.random.PRNGKey(0))
-    params = jax.device_get(state['params'])
-    state, _ = p_train(state, train._put(b1, s))
-    state, out2 = p_train(state, train._put(b2, s))
+  state = run.init(0)
+  params = jax.device_get(state['params'])
+  state, _ = run.train_step(state, b1)
+  state, out2 = run.train_step(state, b2)
+  model = run.task.model
   both = np.concatenate([b1['inputs'], b2['inputs']], 1)
-  logits, _ = s.family.apply({'params': params}, jnp.asarray(both),
-                             s.family.init_carry(c.batch_size), {}, True)
-  nll = train.cross_entropy(logits[:, 6:], jnp.asarray(b2['targets']))
+  logits, _ = model.apply({'params': params}, jnp.asarray(both),
+                          model.init_carry(c.batch_size), {}, True)
+  nll = losses.cross_entropy(logits[:, 6:], jnp.asarray(b2['targets']))
   assert float(out2['loss']) == pytest.approx(float(nll.mean()), rel=1e-5)
   # And it is not what a reset state gives.
-  logits2, _ = s.family.apply({'params': params}, jnp.asarray(b2['inputs']),
-                              s.family.init_carry(c.batch_size), {}, True)
-  reset = float(train.cross_entropy(logits2, jnp.asarray(b2['targets'])).mean())
+  logits2, _ = model.apply({'params': params}, jnp.asarray(b2['inputs']),
+                           model.init_carry(c.batch_size), {}, True)
+  reset = float(losses.cross_entropy(logits2, jnp.asarray(b2['targets'])).mean())
   assert abs(reset - float(out2['loss'])) > 1e-4
 
 
@@ -95,7 +93,7 @@ def test_split_too_small_for_bptt(tmp_path):
   c = ptb_tiny(tmp_path, seq_len=5000)
   with pytest.raises(UserError, match='too few for config.batch_size=4 streams of '
                      'config.seq_len=5000'):
-    train.setup(c, None, devices=jax.devices()[:1])
+    steps.prepare(c, None, devices=jax.devices()[:1])
 
 
 def test_rnn_lm_learns_through_the_common_loop(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from lmjax import checkpoint, cli, config_base, train
+from lmjax import checkpoint, cli, config_base, preemption, steps, train
 from lmjax.data import lm as lm_data
 from lmjax.data import tokenizers
 from lmjax.errors import UserError
@@ -256,16 +256,14 @@ def test_nan_skip_keeps_params_and_counts_the_step():
   c = config_base.load_experiment('synthetic_lm.py', 'tiny')
   c.mesh.update(data=1)
   c.debug_nan_at_step = 2
-  s = train.setup(c, None, devices=jax.devices()[:1])
-  p_init, p_train, _ = train.compile_steps(s)
-  it = lm_data.WindowIterator(s.train.stream, c.batch_size, c.seq_len, 0)
-  with jax.set_mesh(s.mesh), train.nn.logical_axis_rules(s.rules):
-    state = p_init(jax.random.PRNGKey(0))
-    state, out1 = p_train(state, train._put(next(it), s))
-    before = jax.device_get({'params': state['params'], 'opt': state['opt_state']})
-    state, out2 = p_train(state, train._put(next(it), s))
-    after = jax.device_get({'params': state['params'], 'opt': state['opt_state']})
-    state, out3 = p_train(state, train._put(next(it), s))
+  run = steps.prepare(c, None, devices=jax.devices()[:1])
+  it = lm_data.WindowIterator(run.task.train.stream, c.batch_size, c.seq_len, 0)
+  state = run.init(0)
+  state, out1 = run.train_step(state, next(it))
+  before = jax.device_get({'params': state['params'], 'opt': state['opt_state']})
+  state, out2 = run.train_step(state, next(it))
+  after = jax.device_get({'params': state['params'], 'opt': state['opt_state']})
+  state, out3 = run.train_step(state, next(it))
   assert bool(out1['finite']) and not bool(out2['finite']) and bool(out3['finite'])
   assert np.isnan(float(out2['loss']))
   assert_bitwise_equal(before, after)
@@ -297,15 +295,16 @@ def test_full_disk_while_saving_fails_in_one_line_and_damages_nothing(reference,
 
 
 def test_agree_to_stop_single_process():
-  assert train.agree_to_stop(True) and not train.agree_to_stop(False)
+  assert preemption.agree_to_stop(True) and not preemption.agree_to_stop(False)
 
 
 AGREE = """
 import sys, jax
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
-from lmjax import train
+from lmjax import preemption
 me = jax.process_index()
-print(train.agree_to_stop(me == 1), train.agree_to_stop(False), train.agree_to_stop(True))
+print(preemption.agree_to_stop(me == 1), preemption.agree_to_stop(False),
+      preemption.agree_to_stop(True))
 """
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import config_base, train
+from lmjax import config_base, losses, steps
 from lmjax.models import transformer
 
 
@@ -15,7 +15,7 @@ def _loss_and_grads(cfg, params, tokens):
 
   def loss(p):
     logits = model.apply({'params': p}, tokens[:, :-1])
-    return train.cross_entropy(logits, tokens[:, 1:]).mean()
+    return losses.cross_entropy(logits, tokens[:, 1:]).mean()
 
   return jax.jit(jax.value_and_grad(loss))(params)
 
@@ -53,16 +53,13 @@ def test_gradient_accumulation_equals_the_large_batch(model):
   results = []
   for accum in (1, 4):
     c.grad_accum_steps = accum
-    s = train.setup(c, None, devices=jax.devices()[:2])
-    p_init, p_train, _ = train.compile_steps(s)
-    it = (train.lm_data.BpttIterator if s.family.stateful else train.lm_data.WindowIterator)(
-        s.train.stream, c.batch_size, c.seq_len, 0)
-    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-      state = p_init(jax.random.PRNGKey(0))
-      outs = []
-      for _ in range(3):
-        state, out = p_train(state, train._put(next(it), s))
-        outs.append(float(out['loss']))
+    run = steps.prepare(c, None, devices=jax.devices()[:2])
+    it = run.task.train_iterator()
+    state = run.init(0)
+    outs = []
+    for _ in range(3):
+      state, out = run.train_step(state, next(it))
+      outs.append(float(out['loss']))
     results.append((outs, jax.device_get(state['params'])))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

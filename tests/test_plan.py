@@ -114,7 +114,7 @@ def test_pod_configs_build_abstractly(path, variant, overrides):
   config = _load(path)
   c = config.get_config(variant)
   c.model.update(overrides)
-  s = plan_lib.abstract_setup(c, c.data.vocab_size)
+  s = plan_lib.abstract_run(c, c.data.vocab_size)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(s.state_shapes['params']))
   assert num_params == transformer_lm_num_params(c.model, c.data.vocab_size)
   per_dev, total = plan_lib.per_device_bytes(s.state_shapes['params'], s.state_sharding['params'])

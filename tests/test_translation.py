@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import config_base, decoding, models, train
+from lmjax import config_base, decoding, models, steps, train
 from lmjax.data import synthetic, text, translation as mt
 from lmjax.errors import UserError
 from lmjax.models import attention, encoder_decoder as ed
@@ -217,15 +217,13 @@ def test_same_translation_losses_on_every_mesh_and_with_accumulation(model):
   for mesh, accum in (((1, 1, 1), 1), ((2, 2, 2), 1), ((2, 1, 1), 4)):
     c.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
     c.grad_accum_steps = accum
-    s = train.setup(c, None, devices=jax.devices()[:int(np.prod(mesh))])
-    p_init, p_train, _ = train.compile_steps(s)
-    it = train.make_train_iterator(s)
-    with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
-      state = p_init(jax.random.PRNGKey(0))
-      out = []
-      for _ in range(3):
-        state, o = p_train(state, train._put(next(it), s))  # pylint: disable=protected-access
-        out.append(float(o['loss']))
+    run = steps.prepare(c, None, devices=jax.devices()[:int(np.prod(mesh))])
+    it = run.task.train_iterator()
+    state = run.init(0)
+    out = []
+    for _ in range(3):
+      state, o = run.train_step(state, next(it))
+      out.append(float(o['loss']))
     losses[(mesh, accum)] = out
   ref = losses[((1, 1, 1), 1)]
   for key, out in losses.items():
@@ -251,23 +249,29 @@ def test_separate_source_and_target_vocabularies(tmp_path, name):
   assert len(tok.target.encode('hundoi')) < len(tok.source.encode('hundoi'))
   _, family, params, tok2, _ = checkpoint.load_trained(wd)
   assert tok2.fingerprint() == tok.fingerprint()
-  shapes = [x.shape for x in jax.tree.leaves(params)]
-  assert any(s[0] == tok.source_vocab_size for s in shapes if len(s) == 2)
-  assert 'bleu' in report
-  out = decoding.translate_lines(family, params, tok, ['the dog runs .'], c.decode, c.seq_len)
-  assert len(out) == 1
+  # The encoder reads its own table, [V_src, D]; the decoder the target one, [V, D].
+  source_table = (params['source_embedding'] if c.model.name == 'encoder_decoder'
+                  else params['embeddings']['source'])
+  target_table = (params['embedding'] if c.model.name == 'encoder_decoder'
+                  else params['embeddings']['embedding' if c.model.tie_embeddings else 'target'])
+  assert source_table.shape[0] == tok.source_vocab_size == 70
+  assert target_table.shape[0] == tok.vocab_size == 90
+  # The restored checkpoint translates the eval sources as the loop's final eval did.
+  srcs, hyps, _ = zip(*report['examples'])
+  out = decoding.translate_lines(family, params, tok, list(srcs), c.decode, c.seq_len)
+  assert out == list(hyps)
 
 
 def test_config_errors_name_the_field_before_reading_data():
   c = config_base.load_experiment('multi30k_rnn_attention.py', 'tiny')
   c.data.packing = True  # RNNs take one pair per row
   with pytest.raises(UserError, match='config.data.packing'):
-    train.setup(c, None, devices=jax.devices()[:1])
+    steps.prepare(c, None, devices=jax.devices()[:1])
   c = config_base.load_experiment('synthetic_translation.py', 'tiny')
   c.model.num_heads = 3  # does not divide d_model 32
   with pytest.raises(UserError, match='config.model.num_heads=3'):
-    train.setup(c, None, devices=jax.devices()[:1])
+    steps.prepare(c, None, devices=jax.devices()[:1])
   c = config_base.load_experiment('synthetic_translation.py', 'tiny')
   c.data.update(source_lang='en', target_lang='en')
   with pytest.raises(UserError, match='source_lang'):
-    train.setup(c, None, devices=jax.devices()[:1])
+    steps.prepare(c, None, devices=jax.devices()[:1])

@@ -1,7 +1,7 @@
 """Model families and how the trainer builds them from config.model.
 
-A family is a module class with a frozen config dataclass, plus an adapter that the one trainer
-calls: `apply(params, inputs, carry, deterministic, rngs) -> (logits, carry)`. Stateful families
+A family is a module class with a frozen config dataclass, plus an adapter that the tasks
+call: `apply(variables, inputs, carry, rngs, deterministic) -> (logits, carry)`. Stateful families
 (RNNs under truncated BPTT) carry a recurrent state between windows; the Transformer's carry is
 None.
 """
@@ -34,14 +34,7 @@ class LMFamily:
   # step(tokens [B], state, t) -> (logits [B, V], state). See lmjax.decoding.
   seq2seq: bool = False
   input_keys: tuple = ('inputs',)
-  packing: bool = False  # accepts packed rows (segment ids and positions)
   decoder: Optional[Callable[[Any], Any]] = None
-
-  def dummy_inputs(self, batch_size: int, seq_len: int) -> Any:
-    """Zeros shaped like a batch's model inputs, for init and eval_shape."""
-    if not self.seq2seq:
-      return jnp.zeros((batch_size, seq_len), jnp.int32)
-    return {k: jnp.zeros((batch_size, seq_len), jnp.int32) for k in self.input_keys}
 
   def model_inputs(self, batch: dict) -> Any:
     if not self.seq2seq:
@@ -77,7 +70,8 @@ def dataclass_from_config(cls, model_cfg: Any, **extra) -> Any:
     raise UserError(f'config.model: {e}') from e
 
 
-def _transformer(model_cfg: Any, vocab_size: int) -> LMFamily:
+def _transformer_config(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0):
+  del source_vocab_size
   from lmjax.models import transformer
   cfg = dataclass_from_config(transformer.TransformerConfig, model_cfg, vocab_size=vocab_size)
   if cfg.d_model % cfg.num_heads:
@@ -89,6 +83,11 @@ def _transformer(model_cfg: Any, vocab_size: int) -> LMFamily:
   if cfg.remat not in transformer.REMAT_POLICIES:
     raise UserError(f'config.model.remat: {cfg.remat!r} is not one of '
                     f'{sorted(transformer.REMAT_POLICIES)}')
+  return cfg
+
+
+def _transformer(cfg: Any) -> LMFamily:
+  from lmjax.models import transformer
   models = {det: transformer.TransformerLM(cfg, det) for det in (True, False)}
 
   def apply(variables, tokens, carry, rngs, deterministic):
@@ -98,9 +97,14 @@ def _transformer(model_cfg: Any, vocab_size: int) -> LMFamily:
                   apply=apply, stateful=False, init_carry=lambda b: None)
 
 
-def _rnn(model_cfg: Any, vocab_size: int) -> LMFamily:
+def _rnn_config(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0):
+  del source_vocab_size
   from lmjax.models import rnn
-  cfg = dataclass_from_config(rnn.RNNLMConfig, model_cfg, vocab_size=vocab_size)
+  return dataclass_from_config(rnn.RNNLMConfig, model_cfg, vocab_size=vocab_size)
+
+
+def _rnn(cfg: Any) -> LMFamily:
+  from lmjax.models import rnn
   model = rnn.RNNLM(cfg)
 
   def init(rng, tokens):
@@ -117,10 +121,14 @@ ENCDEC_PACKED_KEYS = ('inputs', 'decoder_inputs', 'inputs_segmentation', 'target
                       'inputs_position', 'targets_position')
 
 
-def _encoder_decoder(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0) -> LMFamily:
+def _encoder_decoder_config(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0):
   from lmjax.models import encoder_decoder as ed
-  cfg = dataclass_from_config(ed.EncoderDecoderConfig, model_cfg, vocab_size=vocab_size,
-                              source_vocab_size=source_vocab_size)
+  return dataclass_from_config(ed.EncoderDecoderConfig, model_cfg, vocab_size=vocab_size,
+                               source_vocab_size=source_vocab_size)
+
+
+def _encoder_decoder(cfg: Any) -> LMFamily:
+  from lmjax.models import encoder_decoder as ed
   models = {det: ed.EncoderDecoder(cfg, det) for det in (True, False)}
 
   def apply(variables, inputs, carry, rngs, deterministic):
@@ -133,13 +141,17 @@ def _encoder_decoder(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0
 
   return LMFamily(config=cfg, init=lambda rng, inputs: models[True].init(rng, **inputs),
                   apply=apply, stateful=False, init_carry=lambda b: None, seq2seq=True,
-                  input_keys=ENCDEC_PACKED_KEYS, packing=True, decoder=decoder)
+                  input_keys=ENCDEC_PACKED_KEYS, decoder=decoder)
 
 
-def _rnn_seq2seq(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0) -> LMFamily:
+def _rnn_seq2seq_config(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0):
   from lmjax.models import rnn_seq2seq as rs
-  cfg = dataclass_from_config(rs.RNNSeq2SeqConfig, model_cfg, vocab_size=vocab_size,
-                              source_vocab_size=source_vocab_size)
+  return dataclass_from_config(rs.RNNSeq2SeqConfig, model_cfg, vocab_size=vocab_size,
+                               source_vocab_size=source_vocab_size)
+
+
+def _rnn_seq2seq(cfg: Any) -> LMFamily:
+  from lmjax.models import rnn_seq2seq as rs
   models = {det: rs.RNNSeq2Seq(cfg, det) for det in (True, False)}
 
   def apply(variables, inputs, carry, rngs, deterministic):
@@ -164,21 +176,41 @@ def _rnn_seq2seq(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0) ->
       config=cfg, init=lambda rng, inputs: models[True].init(
           rng, inputs['inputs'], inputs['decoder_inputs']),
       apply=apply, stateful=False, init_carry=lambda b: None, seq2seq=True,
-      input_keys=('inputs', 'decoder_inputs'), packing=False, decoder=decoder)
+      input_keys=('inputs', 'decoder_inputs'), decoder=decoder)
 
 
-FAMILIES = {'transformer': _transformer, 'rnn': _rnn, 'encoder_decoder': _encoder_decoder,
-            'rnn_seq2seq': _rnn_seq2seq}
+# name -> (config dataclass from config.model, family from that dataclass, packs rows)
+FAMILIES = {'transformer': (_transformer_config, _transformer, False),
+            'rnn': (_rnn_config, _rnn, False),
+            'encoder_decoder': (_encoder_decoder_config, _encoder_decoder, True),
+            'rnn_seq2seq': (_rnn_seq2seq_config, _rnn_seq2seq, False)}
+
+
+def _entry(model_cfg: Any):
+  if model_cfg.name not in FAMILIES:
+    raise UserError(f'config.model.name: unknown model {model_cfg.name!r} '
+                    f'(one of {sorted(FAMILIES)})')
+  return FAMILIES[model_cfg.name]
+
+
+def check_model_config(model_cfg: Any, seq_len: int) -> None:
+  """Config errors of config.model, before any data is read (the vocabulary is not known yet
+  and does not matter to them): only the frozen dataclass is built."""
+  cfg = _entry(model_cfg)[0](model_cfg, vocab_size=2)
+  limit = getattr(cfg, 'max_len', None)
+  if limit is not None and seq_len > limit:
+    raise UserError(f'config.seq_len={seq_len} exceeds config.model.max_len={limit}')
+
+
+def accepts_packing(model_cfg: Any) -> bool:
+  """Whether the model takes packed rows (several pairs per row, with segment ids)."""
+  return _entry(model_cfg)[2]
 
 
 def build_lm(model_cfg: Any, vocab_size: int, source_vocab_size: int = 0) -> LMFamily:
   """The family of config.model; source_vocab_size > 0 (seq2seq): separate vocabularies."""
-  if model_cfg.name not in FAMILIES:
-    raise UserError(f'config.model.name: unknown model {model_cfg.name!r} '
-                    f'(one of {sorted(FAMILIES)})')
-  if source_vocab_size:
-    return FAMILIES[model_cfg.name](model_cfg, vocab_size, source_vocab_size)
-  return FAMILIES[model_cfg.name](model_cfg, vocab_size)
+  make_config, make_family, _ = _entry(model_cfg)
+  return make_family(make_config(model_cfg, vocab_size, source_vocab_size))
 
 
 def max_len(family: LMFamily) -> Optional[int]:

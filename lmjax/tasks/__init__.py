@@ -1,0 +1,33 @@
+"""Tasks: what the one train loop trains and evaluates (see base.py for the protocol).
+
+  task = tasks.build(config, workdir)        # config.task names it; reads data and tokenizer
+  task = tasks.build(config, None, vocab_size=V)   # shapes only, no data (lmjax.plan)
+"""
+
+from typing import Any
+
+from lmjax.errors import UserError
+
+
+def _lm():
+  from lmjax.tasks import lm
+  return lm.LMTask
+
+
+def _translation():
+  from lmjax.tasks import translation
+  return translation.TranslationTask
+
+
+def _ngram():
+  from lmjax.tasks import ngram
+  return ngram.NgramTask
+
+
+TASKS = {'lm': _lm, 'translation': _translation, 'ngram': _ngram}
+
+
+def build(config: Any, workdir: str | None, vocab_size: int | None = None):
+  if config.task not in TASKS:
+    raise UserError(f'config.task: unknown task {config.task!r} (one of {sorted(TASKS)})')
+  return TASKS[config.task]()(config, workdir, vocab_size)

@@ -1,0 +1,124 @@
+"""Warm start (config.init_from): initialise a run's parameters from another run's checkpoint.
+
+config.init_from is a workdir (its newest checkpoint that restores) or one step directory,
+WORKDIR/checkpoints/STEP. Parameters are matched by their path in the parameter tree:
+
+  loaded   same path and shape in both: restored straight onto this run's mesh and shardings
+           (the source may have been trained on another mesh or device count);
+  new      only in this model (an extra head): they keep this run's initialisation;
+  dropped  only in the source (a head this model does not have): not read at all.
+
+A parameter with the same path and another shape is an error naming it. The optimizer state,
+step, rng and data position are this run's own (a warm start is a new run, not a resume). What
+was loaded, new and dropped is printed in one line each.
+"""
+
+import os
+from typing import Any, Callable
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import traverse_util
+
+from lmjax import checkpoint
+from lmjax.errors import UserError
+
+
+def resolve(source: str) -> tuple[str, int | None]:
+  """(workdir, step or None for the newest) of config.init_from."""
+  source = os.path.normpath(source)
+  if os.path.isdir(os.path.join(source, 'checkpoints')):
+    return source, None
+  parent, name = os.path.split(source)
+  if name.isdigit() and os.path.basename(parent) == 'checkpoints' and os.path.isdir(source):
+    return os.path.dirname(parent), int(name)
+  raise UserError(f'config.init_from={source}: neither a workdir with checkpoints/ nor a '
+                  'step directory WORKDIR/checkpoints/STEP')
+
+
+def _path(keys: tuple) -> str:
+  return '/'.join(str(k) for k in keys)
+
+
+def _saved_params(step_dir: str) -> dict:
+  """{param path tuple: (shape, dtype)} from a checkpoint's state metadata (no array read)."""
+  meta = ocp.StandardCheckpointer().metadata(epath.Path(step_dir) / 'state')
+  tree = getattr(meta, 'item_metadata', meta)
+  tree = getattr(tree, 'tree', tree)
+  if not isinstance(tree, dict) or 'params' not in tree:
+    raise UserError(f'config.init_from: {step_dir} holds no parameter tree')
+  return tree
+
+
+def _restore_params(step_dir: str, saved: dict, wanted: dict) -> dict:
+  """Restores the `wanted` {path: ShapeDtypeStruct with sharding} leaves; skips the rest."""
+
+  def target(keys, leaf):
+    keys = tuple(getattr(k, 'key', getattr(k, 'idx', k)) for k in keys)
+    if keys[:1] == ('params',) and keys[1:] in wanted:
+      return wanted[keys[1:]]
+    del leaf
+    return ocp.PLACEHOLDER
+
+  del target, saved
+  item = {'params': traverse_util.unflatten_dict(wanted)}
+  restore_args = jax.tree.map(
+      lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
+      item)
+  ckptr = ocp.PyTreeCheckpointer()
+  try:  # partial: only the wanted parameters are read, nothing of the optimizer state
+    out = ckptr.restore(epath.Path(step_dir) / 'state', args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True))
+  finally:
+    ckptr.close()
+  return traverse_util.flatten_dict(out['params'])
+
+
+def init_from(run: Any, state: dict, source: str, say: Callable[[str], None]) -> dict:
+  """`state` (freshly initialised) with its parameters taken from `source` where they match."""
+  workdir, step = resolve(source)
+  mngr = checkpoint.manager(workdir, create=False, async_save=False)
+  steps = sorted(mngr.all_steps(), reverse=True)
+  mngr_dir = lambda s: checkpoint.step_dir(mngr, s)
+  if step is None and not steps:
+    raise UserError(f'config.init_from={source}: no checkpoint in {workdir}/checkpoints')
+  candidates = [step] if step is not None else steps
+  errors = []
+  for s in candidates:
+    try:
+      saved = _saved_params(mngr_dir(s))
+      break
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (unreadable step: try the next)
+      errors.append(f'step {s}: {type(e).__name__}')
+  else:
+    raise UserError(f'config.init_from={source}: no readable checkpoint ({"; ".join(errors)})')
+  step_dir = mngr_dir(s)
+  mngr.close()
+
+  src = traverse_util.flatten_dict(saved['params'])
+  cur = traverse_util.flatten_dict(state['params'])
+  loaded = sorted(k for k in cur if k in src)
+  new = sorted(k for k in cur if k not in src)
+  dropped = sorted(k for k in src if k not in cur)
+  for k in loaded:
+    if tuple(src[k].shape) != tuple(cur[k].shape):
+      raise UserError(f'config.init_from={source}: parameter {_path(k)} has shape '
+                      f'{tuple(src[k].shape)} in step {s} ({step_dir}) but '
+                      f'{tuple(cur[k].shape)} in this model')
+  if not loaded:
+    raise UserError(f'config.init_from={source}: no parameter of this model is in step {s} '
+                    f'({step_dir}): is it the right run?')
+  wanted = {k: jax.ShapeDtypeStruct(cur[k].shape, cur[k].dtype, sharding=cur[k].sharding)
+            for k in loaded}
+  restored = _restore_params(step_dir, saved, wanted)
+  params = traverse_util.unflatten_dict({k: restored.get(k, v) for k, v in cur.items()})
+  say(f'init_from {step_dir}: loaded {len(loaded)} parameter arrays '
+      f'({sum(int(cur[k].size) for k in loaded):,} values)')
+  if new:
+    say(f'init_from: new (kept their init): {", ".join(_path(k) for k in new)}')
+  if dropped:
+    say(f'init_from: dropped (not in this model): {", ".join(_path(k) for k in dropped)}')
+  return dict(state, params=params)
