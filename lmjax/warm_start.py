@@ -8,7 +8,7 @@ WORKDIR/checkpoints/STEP. Parameters are matched by their path in the parameter 
   new      only in this model (an extra head): they keep this run's initialisation;
   dropped  only in the source (a head this model does not have): not read at all.
 
-A parameter with the same path and another shape is an error naming it. The optimizer state,
+A parameter with the same path and another shape is an error naming every such parameter. The optimizer state,
 step, rng and data position are this run's own (a warm start is a new run, not a resume). What
 was loaded, new and dropped is printed in one line each.
 """
@@ -42,26 +42,16 @@ def _path(keys: tuple) -> str:
 
 
 def _saved_params(step_dir: str) -> dict:
-  """{param path tuple: (shape, dtype)} from a checkpoint's state metadata (no array read)."""
-  meta = ocp.StandardCheckpointer().metadata(epath.Path(step_dir) / 'state')
-  tree = getattr(meta, 'item_metadata', meta)
-  tree = getattr(tree, 'tree', tree)
+  """The saved state tree's metadata (shapes, dtypes), without reading any array."""
+  meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(step_dir) / 'state')
+  tree = getattr(meta, 'tree', meta)
   if not isinstance(tree, dict) or 'params' not in tree:
     raise UserError(f'config.init_from: {step_dir} holds no parameter tree')
   return tree
 
 
-def _restore_params(step_dir: str, saved: dict, wanted: dict) -> dict:
-  """Restores the `wanted` {path: ShapeDtypeStruct with sharding} leaves; skips the rest."""
-
-  def target(keys, leaf):
-    keys = tuple(getattr(k, 'key', getattr(k, 'idx', k)) for k in keys)
-    if keys[:1] == ('params',) and keys[1:] in wanted:
-      return wanted[keys[1:]]
-    del leaf
-    return ocp.PLACEHOLDER
-
-  del target, saved
+def _restore_params(step_dir: str, wanted: dict) -> dict:
+  """Reads only the `wanted` {param path: ShapeDtypeStruct with sharding} arrays."""
   item = {'params': traverse_util.unflatten_dict(wanted)}
   restore_args = jax.tree.map(
       lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
@@ -103,17 +93,18 @@ def init_from(run: Any, state: dict, source: str, say: Callable[[str], None]) ->
   loaded = sorted(k for k in cur if k in src)
   new = sorted(k for k in cur if k not in src)
   dropped = sorted(k for k in src if k not in cur)
-  for k in loaded:
-    if tuple(src[k].shape) != tuple(cur[k].shape):
-      raise UserError(f'config.init_from={source}: parameter {_path(k)} has shape '
-                      f'{tuple(src[k].shape)} in step {s} ({step_dir}) but '
-                      f'{tuple(cur[k].shape)} in this model')
+  mismatched = [k for k in loaded if tuple(src[k].shape) != tuple(cur[k].shape)]
+  if mismatched:
+    raise UserError(f'config.init_from={source}: shapes differ between step {s} ({step_dir}) '
+                    'and this model for ' + ', '.join(
+                        f'{_path(k)} {tuple(src[k].shape)} vs {tuple(cur[k].shape)}'
+                        for k in mismatched))
   if not loaded:
     raise UserError(f'config.init_from={source}: no parameter of this model is in step {s} '
                     f'({step_dir}): is it the right run?')
   wanted = {k: jax.ShapeDtypeStruct(cur[k].shape, cur[k].dtype, sharding=cur[k].sharding)
             for k in loaded}
-  restored = _restore_params(step_dir, saved, wanted)
+  restored = _restore_params(step_dir, wanted)
   params = traverse_util.unflatten_dict({k: restored.get(k, v) for k, v in cur.items()})
   say(f'init_from {step_dir}: loaded {len(loaded)} parameter arrays '
       f'({sum(int(cur[k].size) for k in loaded):,} values)')
