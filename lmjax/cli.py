@@ -172,6 +172,11 @@ def run(main: Callable[[list[str]], None]) -> None:
         raise
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C: train checkpoints first (lmjax.preemption)
+      if flags.FLAGS.debug:
+        raise
+      print(f'interrupted: {e}' if str(e) else 'interrupted', file=sys.stderr)
+      sys.exit(130)
 
   # JAX logs at INFO while importing (e.g. the missing TPU runtime); keep start-up quiet.
   py_logging.getLogger('jax._src.xla_bridge').setLevel(py_logging.WARNING)
