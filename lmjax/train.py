@@ -75,7 +75,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   """Trains the task's num_steps steps; returns the final eval report (test nested).
 
   Resumes from the newest intact checkpoint in workdir (falling back past broken ones). On
-  SIGTERM it finishes the step, checkpoints and returns {'preempted_at_step': step}.
+  SIGTERM it finishes the step, checkpoints and returns {'preempted_at_step': step}; on Ctrl-C
+  it does the same and raises preemption.Interrupted (a KeyboardInterrupt).
   """
   is_main = jax.process_index() == 0
   ck = config.checkpoint
@@ -182,10 +183,13 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   watch.close()
   checkpoint.finish(mngr)
   if preempted:
-    _say(f'preempted: SIGTERM received; finished step {step} and saved checkpoint step '
-         f'{step} in {checkpoint.step_dir(mngr, step)}; exiting (restart the same command to '
-         'resume)')
     writer.close()
+    saved = (f'finished step {step} and saved checkpoint step {step} in '
+             f'{checkpoint.step_dir(mngr, step)}')
+    if watch.signal_name == 'SIGINT':  # lmjax.cli prints it and exits 130
+      raise preemption.Interrupted(f'{saved}; restart the same command to resume')
+    _say(f'preempted: {watch.signal_name or "SIGTERM"} received; {saved}; exiting (restart the '
+         'same command to resume)')
     return {'preempted_at_step': step}
 
   # --- end of run: final eval (unless the last step made one), test split, the task's lines ---

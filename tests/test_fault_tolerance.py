@@ -165,6 +165,40 @@ def test_sigkill_sigterm_and_another_mesh(reference, tmp_path):
     assert got[step] == pytest.approx(ref[step], rel=1e-5), (step, got, ref)
 
 
+def test_ctrl_c_saves_the_step_and_exits_130(tmp_path):
+  """SIGINT is a preemption: the step finishes, a checkpoint is saved even between checkpoint
+  steps, one line says where, exit 130; restarting resumes from it."""
+  wd = str(tmp_path / 'wd')
+  rc, out, err = run_until(wd, 2, signal.SIGINT, '--config.checkpoint.every=100')
+  assert rc == 130, err[-3000:]
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith('interrupted: ')]
+  assert len(lines) == 1 and 'saved checkpoint step' in lines[0], err[-3000:]
+  k = int(lines[0].split('finished step ')[1].split()[0])
+  assert sorted(int(d) for d in os.listdir(os.path.join(wd, 'checkpoints')) if d.isdigit()) == [k]
+  proc = run(wd, '--config.checkpoint.every=100')
+  assert proc.returncode == 0 and f'resuming from step {k}' in proc.stdout, proc.stderr[-3000:]
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
+  proc = subprocess.Popen(main_cmd(str(tmp_path / 'wd'), '--config.num_train_steps=100000'),
+                          cwd=REPO, env=env(), text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+  try:
+    for line in proc.stdout:
+      if line.startswith('step '):
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        break
+    _, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 130, err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  assert [l for l in err.splitlines() if l.startswith('interrupted')], err[-3000:]
+
+
 def _garble(step_dir, how):
   files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, 'state'))
            for f in fs if os.sep + 'd' + os.sep in os.path.join(r, f)]
