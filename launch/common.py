@@ -173,3 +173,120 @@ def tpu_slice(accelerator: str) -> TpuSlice:
   else:
     hosts, per_host = max(1, chips // 4), min(4, chips)
   return TpuSlice(accelerator, gen, chips, hosts, per_host, _topology(chips, dims), label, runtime)
+
+
+# --- the experiment against the devices: checked before anything is printed or run ---
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  config: object  # the experiment's ml_collections.ConfigDict, overrides applied
+  mesh: dict  # {'data': d, 'fsdp': f, 'tensor': t}, resolved against the device count
+  num_devices: int
+
+
+def _lmjax():
+  """lmjax (this checkout's) and ml_collections' config flags; one line if they do not import."""
+  if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+  try:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+    from lmjax import errors, sharding  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    fail(f'cannot check --config: {e} (run the launcher with the Python lmjax is installed '
+         'in, e.g. .venv/bin/python)')
+  return flags, config_flags, errors, sharding
+
+
+def _override_name(arg: str) -> str:
+  """'--config.model.num_layers=8' -> 'model.num_layers' (also --noconfig.x, --config.x)."""
+  return re.sub(r'^--?(no)?config\.', '', arg.split('=', 1)[0])
+
+
+def _last_line(text: str) -> str:
+  lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+  return lines[-1] if lines else ''
+
+
+def load_config(config: str, overrides: Sequence[str], base_dir: str = REPO_ROOT):
+  """The experiment's config as lmjax.main will see it: CONFIG[:variant] loaded the way
+  ml_collections' --config flag loads it, then the --config.FIELD=VALUE overrides applied by
+  the same parser. A relative path is taken from base_dir (where the job will run). A missing
+  file, a variant get_config refuses, an unknown field or a bad value: one line, exit 2."""
+  flags, config_flags, _, _ = _lmjax()
+  import logging  # pylint: disable=g-import-not-at-top
+  logging.getLogger('absl').setLevel(logging.ERROR)  # ml_collections warns through absl
+  path, colon, variant = config.partition(':')
+  full = path if os.path.isabs(path) else os.path.join(base_dir, path)
+  if not os.path.isfile(full):
+    fail(f'--config={config}: no such file' + ('' if os.path.isabs(path) else f' in {base_dir}'))
+  config_arg = f'--config={full}{colon}{variant}'
+
+  def parse(argv):
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', None, 'experiment', flag_values=fv,
+                                    lock_config=True, sys_argv=['launcher', *argv])
+    try:
+      fv(['launcher', *argv])
+      return fv.config
+    except flags.IllegalFlagValueError as e:
+      msg = str(e)
+      if msg.startswith('flag --config='):  # get_config raised (ml_collections adds the trace)
+        fail(f'--config={config}: {re.sub(r"^ValueError: ", "", _last_line(msg))}')
+      fail(' '.join(msg.splitlines()[0].split()).removeprefix('flag '))
+    except flags.Error as e:  # e.g. a field of a type ml_collections cannot override
+      msg = str(e).strip().splitlines()[0]
+      m = re.search(r"Type <class '(\w+)'> of field config\.(\S+) is not supported", msg)
+      fail(f'--config.{m.group(2)}: a {m.group(1)} field cannot be overridden on the command '
+           'line' if m else msg.split('. ')[0])
+    except Exception as e:  # pylint: disable=broad-except  (the file itself fails to load)
+      fail(f'--config={config}: cannot load it: {type(e).__name__}: {_last_line(e)}')
+
+  cfg = parse([config_arg])
+  if not hasattr(cfg, 'to_dict'):
+    fail(f'--config={config}: get_config({variant!r}) returned {type(cfg).__name__}, '
+         'not a ConfigDict')
+  for arg in overrides:  # name the unknown field before ml_collections' KeyError does
+    node, parts = cfg, _override_name(arg).split('.')
+    for i, part in enumerate(parts):
+      if '[' in part:
+        break  # an index into a sequence: ml_collections checks it
+      if not hasattr(node, 'to_dict') or part not in node:
+        where = '.'.join(['config', *parts[:i]])
+        fail(f'{arg.split("=", 1)[0]}: {where} has no field {part!r}')
+      node = node[part]
+  return parse([config_arg, *overrides]) if overrides else cfg
+
+
+def plan(config: str, overrides: Sequence[str], num_devices: int, devices_from: str,
+         base_dir: str = REPO_ROOT) -> Plan:
+  """Load the experiment and fit its mesh and batch to num_devices, as lmjax.main's first
+  steps will (lmjax.sharding's own checks, on an abstract mesh: no devices, no compile).
+  devices_from names the flags the device count comes from, for the error line."""
+  cfg = load_config(config, overrides, base_dir)
+  _, _, errors, sharding = _lmjax()
+  from jax.sharding import AbstractMesh  # pylint: disable=g-import-not-at-top
+  try:
+    shape = sharding.mesh_shape(cfg.mesh, num_devices)
+    mesh = AbstractMesh(shape, sharding.MESH_AXES)
+    sharding.check_batch(cfg.batch_size, mesh)
+    sharding.check_batch(cfg.eval_batch_size, mesh, 'config.eval_batch_size')
+    accum, dp = int(cfg.grad_accum_steps), sharding.data_parallel_size(mesh)
+    if accum < 1 or cfg.batch_size % (accum * dp):
+      raise errors.UserError(
+          f'config.grad_accum_steps={accum}: config.batch_size={cfg.batch_size} must split '
+          f'into {accum} microbatches that the data-parallel size {dp} divides')
+  except errors.UserError as e:
+    fail(f'{e} ({devices_from})')
+  except (KeyError, TypeError, ValueError) as e:
+    fail(f'config.mesh: {e} ({devices_from})')
+  return Plan(cfg, dict(zip(sharding.MESH_AXES, shape)), num_devices)
+
+
+def say_plan(p: Plan, config: str) -> None:
+  """One line on stderr (stdout holds the commands or the manifest)."""
+  mesh = ' '.join(f'{k}={v}' for k, v in p.mesh.items())
+  dp = p.mesh['data'] * p.mesh['fsdp']
+  print(f'plan: {config} on {p.num_devices} devices, mesh {mesh}, batch '
+        f'{p.config.batch_size} (per data-parallel shard: {p.config.batch_size // dp})',
+        file=sys.stderr, flush=True)

@@ -11,6 +11,11 @@ Every argument the launcher does not know (or everything after `--`) goes to
 JAX_PLATFORMS=cpu (and this checkout on PYTHONPATH). Output lines are prefixed with [i].
 The launcher waits for all processes; when one fails it stops the others and exits with that
 status; past --timeout seconds it stops them all and exits 124. --port=0 picks a free port.
+
+With lmjax.main and a --config, the experiment is loaded first (file relative to the current
+directory, variant, --config.* overrides) and its mesh and batch are fitted to N x M devices;
+a bad one is one line `error: ...` naming the flag or field, exit status 2, before any process
+starts. The plan goes to stderr as one `plan: ...` line.
 """
 
 import os
@@ -84,6 +89,26 @@ def _stop(procs) -> None:
       p.wait()
 
 
+def check(args, user_args: list[str]) -> None:
+  """Plan lmjax.main's --config (and its --config.* overrides) on N x M devices."""
+  if args.module != 'lmjax.main':
+    return
+  config, overrides = None, []
+  for i, a in enumerate(user_args):
+    if a.startswith('--config='):
+      config = a.split('=', 1)[1]
+    elif a == '--config' and i + 1 < len(user_args):
+      config = user_args[i + 1]
+    elif re.match(r'^--?(no)?config\.', a):
+      overrides.append(a)
+  if config is None:
+    return  # lmjax.main says --config is required
+  n = args.num_processes * args.devices_per_process
+  where = (f'--num_processes={args.num_processes} x '
+           f'--devices_per_process={args.devices_per_process}: {n} devices')
+  common.say_plan(common.plan(config, overrides, n, where, base_dir=os.getcwd()), config)
+
+
 def launch(args, user_args: list[str]) -> int:
   port = args.port or free_port()
   cmds = commands(args, user_args, port)
@@ -140,6 +165,7 @@ def main(argv=None) -> None:
     common.fail(f'--timeout must be >= 0, got {args.timeout:g}')
   if not 0 <= args.port < 65536:
     common.fail(f'--port must be in [0, 65535], got {args.port}')
+  check(args, extra + tail)
   sys.exit(launch(args, extra + tail))
 
 

@@ -11,7 +11,12 @@ and sees only its own GPU (CUDA_VISIBLE_DEVICES=$SLURM_LOCALID, with srun --gpu-
 that SLURM's own binding does not renumber the devices first). The job runs from the directory
 sbatch is called in (the repository on a shared filesystem); the workdir must be shared too.
 
---dry-run prints the batch script instead of submitting it (`sbatch` reads it on stdin).
+Before the script is printed or submitted, the experiment is loaded as lmjax.main will load it
+(file, relative to the current directory where the job runs; variant; --config.* overrides) and
+its mesh and batch are fitted to --nodes x --gpus_per_node devices; a bad one is one line
+`error: ...` naming the flag or config field, exit status 2. The plan goes to stderr as one
+`plan: ...` line. --dry-run prints the batch script instead of submitting it (`sbatch` reads it
+on stdin).
 """
 
 import os
@@ -44,6 +49,9 @@ def build_parser() -> common.Parser:
 
 def script(args, overrides: list[str]) -> str:
   n, g = args.nodes, args.gpus_per_node
+  common.say_plan(common.plan(args.config, overrides, n * g,
+                              f'--nodes={n} x --gpus_per_node={g}: {n * g} GPUs',
+                              base_dir=os.getcwd()), args.config)
   sb = [f'--job-name={args.job_name}', f'--nodes={n}', f'--ntasks={n * g}',
         f'--ntasks-per-node={g}', f'--gpus-per-node={g}', f'--output={args.output}']
   if args.cpus_per_task:

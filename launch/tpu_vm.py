@@ -9,14 +9,20 @@ Stages (run in this order; --stages picks a subset, e.g. `run` to rerun on an ex
   create   gcloud compute tpus tpu-vm create (or, with --queued, a queued resource and a wait until
            it is ACTIVE)
   install  copy this working tree (tar, without .git/.venv/workdirs) to every worker, or clone
-           --repo there, then pip install -e . "jax[tpu]"
+           --repo there, then pip install -e ".[gcs]" "jax[tpu]" (the gcs extra: gs:// workdirs)
   run      the same `python3 -m lmjax.main ...` on all workers (ssh --worker=all); on a TPU VM,
            jax.distributed finds its peers by itself, so no coordinator flags are needed
   delete   gcloud compute tpus tpu-vm delete (or queued-resources delete --force); it runs
            even when an earlier stage fails
 
 The workdir must be a gs:// path on multi-host slices: every worker writes checkpoints there.
---dry-run prints the commands, one per line, and runs nothing.
+It is passed to lmjax.main unchanged.
+
+Before anything is printed or run (when the stages include create or run), the experiment is
+loaded as lmjax.main will load it (the file, the variant, the --config.* overrides) and its
+mesh and batch are fitted to the slice's chips (one jax device per chip); a bad one is one line
+`error: ...` naming the flag or config field, exit status 2. The plan goes to stderr as one
+`plan: ...` line. --dry-run prints the commands, one per line, and runs nothing.
 """
 
 import os
@@ -59,6 +65,10 @@ def commands(args, overrides: list[str]) -> list[list[str]]:
   if slc.hosts > 1 and not args.workdir.startswith('gs://'):
     common.fail(f'--workdir={args.workdir}: {args.accelerator} has {slc.hosts} hosts; use a '
                 'gs:// path that every worker can write')
+  if 'create' in stages or 'run' in stages:  # before the slice costs anything
+    common.say_plan(common.plan(args.config, overrides, slc.chips,
+                                f'--accelerator={args.accelerator}: {slc.chips} chips'),
+                    args.config)
   loc = [f'--zone={args.zone}', f'--project={args.project}']
   tpu = ['gcloud', 'compute', 'tpus', 'tpu-vm']
   queued = ['gcloud', 'compute', 'tpus', 'queued-resources']
@@ -81,7 +91,7 @@ def commands(args, overrides: list[str]) -> list[list[str]]:
       cmds.append([*tpu, 'create', args.name, *loc, f'--accelerator-type={args.accelerator}',
                    f'--version={runtime}', *spot])
   if 'install' in stages:
-    pip = f'{shlex.quote(args.python)} -m pip install -q -e . "jax[tpu]"'
+    pip = f'{shlex.quote(args.python)} -m pip install -q -e ".[gcs]" "jax[tpu]"'
     if args.repo:
       cmds.append(on_all_workers(
           f'(git clone -q {shlex.quote(args.repo)} lmjax || git -C lmjax pull -q) && '
