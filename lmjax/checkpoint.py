@@ -39,6 +39,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
 from lmjax.errors import UserError
@@ -229,16 +230,54 @@ def _first_line(e: BaseException) -> str:
   return f'{type(e).__name__}: {text[0][:160] if text else ""}'
 
 
+def config_changes(saved: dict, now: dict, prefix: str = 'config') -> list[str]:
+  """'config.model.num_layers: 2 in the checkpoint, 3 now' for every field that differs."""
+  out = []
+  for key in sorted(set(saved) | set(now)):
+    a, b = saved.get(key, '<absent>'), now.get(key, '<absent>')
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_changes(a, b, f'{prefix}.{key}')
+    elif a != b:
+      out.append(f'{prefix}.{key}: {a!r} in the checkpoint, {b!r} now')
+  return out
+
+
+def _key_name(k: Any) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _layout(tree: Any) -> dict:
+  """{'opt_state/1/0/mu/embedding': shape} of a state tree or of its saved metadata."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(_key_name(k) for k in path): tuple(getattr(x, 'shape', ()))
+          for path, x in leaves}
+
+
+def saved_layout(directory: str) -> Optional[dict]:
+  """The layout of a step's saved state, from its metadata (no array read); None if unknown."""
+  try:
+    meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(directory) / 'state')
+  except Exception:  # pylint: disable=broad-except  (unreadable: restore decides)
+    return None
+  return _layout(getattr(meta, 'tree', meta))
+
+
 def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
                  checksum: Callable[[Any], list], vocab_size: int, fingerprint: str,
-                 where: str):
+                 where: str, config_now: Optional[dict] = None):
   """(step, state, data iterator state) of the newest checkpoint that restores intact.
 
   A step that orbax cannot read, whose meta is unreadable, or whose state's checksum differs
   from the one saved in its meta is skipped with a warning naming it and the step used
   instead; the skipped steps are moved (not deleted) to WORKDIR/checkpoints_bad so that the
   resumed run can write those steps again. A vocabulary mismatch is the user's to fix and
-  raises at once. If no step restores, UserError (and nothing is moved).
+  raises at once, and so does a state of another layout (another model or optimizer): with
+  config_now, the error lists the config fields that differ from the checkpoint's; when the
+  layout matches, changed fields (a longer schedule, another mesh) are printed and accepted.
+  If no step restores, UserError (and nothing is moved).
   """
   with _quiet_closed_loop_callbacks():  # before any read
     steps = sorted(mngr.all_steps(), reverse=True)
@@ -250,6 +289,7 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
         bad.append((step, f'meta unreadable ({_first_line(e)})'))
         continue
       check_meta(meta, vocab_size, fingerprint, where)
+      _check_layout(mngr, step, meta, abstract_state, config_now, where)
       try:
         out = mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -271,6 +311,19 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
     raise UserError(f'no checkpoint in {mngr.directory} can be restored (tried steps {tried}; '
                     f'step {bad[0][0]}: {bad[0][1]}); nothing was deleted: move the checkpoints '
                     'directory away to start from scratch')
+
+
+def _check_layout(mngr, step: int, meta: dict, abstract_state: Any,
+                  config_now: Optional[dict], where: str) -> None:
+  changes = config_changes(meta.get('config') or {}, config_now) if config_now else []
+  saved = saved_layout(step_dir(mngr, step))
+  if saved is not None and saved != _layout(abstract_state):
+    what = '; '.join(changes[:8]) + (f'; and {len(changes) - 8} more' if len(changes) > 8
+                                     else '') if changes else 'the config fields are the same'
+    raise UserError(f'{where}: checkpoint step {step} holds the state of another model or '
+                    f'optimizer ({what}); use another workdir, or restore those fields')
+  if changes and jax.process_index() == 0:
+    print(f'resuming with a changed config: {"; ".join(changes)}', flush=True)
 
 
 _quiet_lock = threading.Lock()

@@ -94,7 +94,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   if mngr.all_steps():
     step0, state, data_state = checkpoint.restore_good(
         mngr, run.abstract_state(), state_checksum, tok.vocab_size, tok.fingerprint(),
-        f'workdir {workdir}')
+        f'workdir {workdir}', _meta(config, tok)['config'])
     train_iter.set_state(data_state)
     _say(f'resuming from step {step0}: {checkpoint.step_dir(mngr, step0)}')
   else:

@@ -17,7 +17,10 @@ deterministic and expose get_state()/set_state() so that a checkpoint can resume
 """
 
 import dataclasses
+import hashlib
+import json
 import os
+import sys
 from typing import Any, Iterator, Optional
 
 import jax
@@ -64,10 +67,50 @@ def _raw_lines(cfg: Any, split: str) -> list[str]:
   raise UserError(f'config.data.source: unknown source {cfg.source!r} (synthetic, text, tfds)')
 
 
+TRAINING_TEXT = 'training_text.json'  # beside the saved tokenizer: what it was built from
+
+
+def _text_digest(lines: list[str]) -> str:
+  h = hashlib.sha256()
+  for line in lines:
+    h.update(line.encode('utf-8', 'surrogatepass') + b'\n')
+  return h.hexdigest()
+
+
+def _training_source(cfg: Any) -> str:
+  if cfg.source == 'text':
+    return f'config.data.train={cfg.train}'
+  if cfg.source == 'tfds':
+    return f'config.data.name={cfg.name} split {cfg.train_split}'
+  return f'config.data.source={cfg.source}'
+
+
+def record_training_text(saved: str, lines: list[str], cfg: Any) -> None:
+  """Notes (digest, line count, source) of the text a new tokenizer was built from."""
+  with open(os.path.join(saved, TRAINING_TEXT), 'w', encoding='utf-8') as f:
+    json.dump({'sha256': _text_digest(lines), 'lines': len(lines),
+               'source': _training_source(cfg)}, f)
+
+
+def check_training_text(saved: str, lines: list[str], cfg: Any) -> None:
+  """A resumed run keeps its saved vocabulary; warn when the training text has changed."""
+  path = os.path.join(saved, TRAINING_TEXT)
+  if jax.process_index() or not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    was = json.load(f)
+  if was.get('sha256') != _text_digest(lines):
+    print(f'warning: {_training_source(cfg)}: the training text differs from the text the '
+          f'vocabulary in {saved} was built from ({was.get("source")}, {was.get("lines"):,} '
+          f'lines; now {len(lines):,}); the run keeps that vocabulary (new words map to '
+          '<unk>): use a new workdir to build one from this text', file=sys.stderr, flush=True)
+
+
 def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
   """The workdir's tokenizer if one was saved there (a resumed run), else a new one."""
   saved = os.path.join(workdir, 'tokenizer') if workdir else None
   if saved and os.path.exists(os.path.join(saved, 'tokenizer.json')):
+    check_training_text(saved, train_lines, cfg)
     tok = tokenizers.load_tokenizer(saved)
     if cfg.get('spm_model'):
       given = tokenizers.SentencePieceTokenizer.load(cfg.spm_model)
@@ -92,6 +135,7 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
   if saved and jax.process_index() == 0:  # one writer; the others built the same tokenizer
     os.makedirs(saved, exist_ok=True)
     tok.save(saved)
+    record_training_text(saved, train_lines, cfg)
   return tok
 
 

@@ -129,13 +129,13 @@ def build_tokenizer(cfg: Any, train_pairs: text.ParallelPairs, workdir: Optional
   """The workdir's saved tokenizer (a resumed run), else a joint or a source/target pair."""
   if cfg.get('joint_vocab', True):
     # One vocabulary over both sides, as the shared embedding needs.
-    train_text = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
-    return lm_data.build_tokenizer(cfg, train_text, workdir)
+    return lm_data.build_tokenizer(cfg, _both_sides(train_pairs), workdir)
   saved = os.path.join(workdir, 'tokenizer') if workdir else None
   if saved and os.path.exists(os.path.join(saved, tokenizers.TOKENIZER_JSON)):
     tok = tokenizers.load_tokenizer(saved)
     if not isinstance(tok, tokenizers.PairTokenizer):
       raise UserError(f'config.data.joint_vocab=False but {saved} holds a joint tokenizer')
+    lm_data.check_training_text(saved, _both_sides(train_pairs), cfg)
     return tok
   if cfg.tokenizer != 'sentencepiece' or cfg.get('spm_model'):
     raise UserError('config.data.joint_vocab=False trains two SentencePiece models: it needs '
@@ -148,7 +148,12 @@ def build_tokenizer(cfg: Any, train_pairs: text.ParallelPairs, workdir: Optional
       train([t for _, t in train_pairs], int(cfg.vocab_size)))
   if saved and jax.process_index() == 0:
     tok.save(saved)
+    lm_data.record_training_text(saved, _both_sides(train_pairs), cfg)
   return tok
+
+
+def _both_sides(pairs: text.ParallelPairs) -> list[str]:
+  return [s for s, _ in pairs] + [t for _, t in pairs]
 
 
 def _shift_right(ids: np.ndarray, bos: int) -> np.ndarray:
