@@ -119,6 +119,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
 
   writer = metrics.MetricWriter(workdir, enabled=is_main)
   step, total = int(state['step']), task.num_steps
+  step_start = step
   pending, t_last, step_last, t_start = [], time.time(), step, time.time()
   report, preempted, skipped_total = None, False, 0
   watch = preemption.StopWatch(ck.stop_check_every)
@@ -198,7 +199,12 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
     writer.write(step, 'eval', report)
     _say_report(run, 'eval', step, report)
   skip_note = f'; skipped {skipped_total} non-finite steps' if skipped_total else ''
-  _say(f'done: {step} steps in {time.time() - t_start:.0f}s; {task.summary(report)}{skip_note}')
+  if step == step_start and total:
+    _say(f'nothing left to train: the workdir is at step {step} of {total} (raise '
+         f'config.num_train_steps or num_epochs to train on); {task.summary(report)}')
+  else:
+    _say(f'done: {step - step_start} steps in {time.time() - t_start:.0f}s (step {step}); '
+         f'{task.summary(report)}{skip_note}')
   if 'test' in task.eval_splits:
     test_report = run.evaluate(state['params'], 'test')
     writer.write(step, 'test', test_report)

@@ -106,6 +106,12 @@ def check_training_text(saved: str, lines: list[str], cfg: Any) -> None:
           '<unk>): use a new workdir to build one from this text', file=sys.stderr, flush=True)
 
 
+def warn_small_vocab(field: str, asked: int, got: int) -> None:
+  if jax.process_index() == 0:
+    print(f'warning: {field}={asked:,}: the training text supports only {got:,} SentencePiece '
+          f'pieces; the vocabulary has {got:,}', file=sys.stderr, flush=True)
+
+
 def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
   """The workdir's tokenizer if one was saved there (a resumed run), else a new one."""
   saved = os.path.join(workdir, 'tokenizer') if workdir else None
@@ -120,6 +126,10 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
     return tok
   kind = cfg.tokenizer
   if kind == 'word':
+    if cfg.get('spm_model'):
+      raise UserError(f'config.data.spm_model={cfg.spm_model} is a SentencePiece model but '
+                      "config.data.tokenizer='word' builds a word vocabulary: set "
+                      "config.data.tokenizer='sentencepiece' to use it, or clear spm_model")
     tok = tokenizers.WordVocab.build(train_lines)
   elif kind in ('sentencepiece', 'char'):
     if cfg.get('spm_model'):
@@ -129,6 +139,8 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
           train_lines, vocab_size=cfg.vocab_size,
           model_type='char' if kind == 'char' else cfg.get('spm_type', 'unigram'),
           input_sentence_size=int(cfg.get('spm_input_sentence_size', 0)))
+      if kind == 'sentencepiece' and tok.vocab_size < cfg.vocab_size:
+        warn_small_vocab('config.data.vocab_size', cfg.vocab_size, tok.vocab_size)
   else:
     raise UserError(f'config.data.tokenizer: unknown tokenizer {kind!r} '
                     '(word, sentencepiece, char)')

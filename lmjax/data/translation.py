@@ -143,9 +143,13 @@ def build_tokenizer(cfg: Any, train_pairs: text.ParallelPairs, workdir: Optional
   train = lambda lines, size: tokenizers.SentencePieceTokenizer.train(
       lines, vocab_size=size, model_type=cfg.get('spm_type', 'unigram'),
       input_sentence_size=int(cfg.get('spm_input_sentence_size', 0)))
-  tok = tokenizers.PairTokenizer(
-      train([s for s, _ in train_pairs], int(cfg.get('source_vocab_size', 0) or cfg.vocab_size)),
-      train([t for _, t in train_pairs], int(cfg.vocab_size)))
+  source_size = int(cfg.get('source_vocab_size', 0) or cfg.vocab_size)
+  tok = tokenizers.PairTokenizer(train([s for s, _ in train_pairs], source_size),
+                                 train([t for _, t in train_pairs], int(cfg.vocab_size)))
+  for field, asked, got in (('source_vocab_size', source_size, tok.source_vocab_size),
+                            ('vocab_size', int(cfg.vocab_size), tok.vocab_size)):
+    if got < asked:
+      lm_data.warn_small_vocab(f'config.data.{field}', asked, got)
   if saved and jax.process_index() == 0:
     tok.save(saved)
     lm_data.record_training_text(saved, _both_sides(train_pairs), cfg)
