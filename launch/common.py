@@ -215,7 +215,7 @@ def load_config(config: str, overrides: Sequence[str], base_dir: str = REPO_ROOT
   file, a variant get_config refuses, an unknown field or a bad value: one line, exit 2."""
   flags, config_flags, _, _ = _lmjax()
   import logging  # pylint: disable=g-import-not-at-top
-  logging.getLogger('absl').setLevel(logging.ERROR)  # ml_collections warns through absl
+  import warnings  # pylint: disable=g-import-not-at-top
   path, colon, variant = config.partition(':')
   full = path if os.path.isabs(path) else os.path.join(base_dir, path)
   if not os.path.isfile(full):
@@ -226,9 +226,14 @@ def load_config(config: str, overrides: Sequence[str], base_dir: str = REPO_ROOT
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file('config', None, 'experiment', flag_values=fv,
                                     lock_config=True, sys_argv=['launcher', *argv])
+    absl_log = logging.getLogger('absl')  # ml_collections warns there ("returned None")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
     try:
-      fv(['launcher', *argv])
-      return fv.config
+      with warnings.catch_warnings():  # its loader uses the deprecated importlib load_module
+        warnings.simplefilter('ignore', DeprecationWarning)
+        fv(['launcher', *argv])
+        return fv.config
     except flags.IllegalFlagValueError as e:
       msg = str(e)
       if msg.startswith('flag --config='):  # get_config raised (ml_collections adds the trace)
@@ -241,6 +246,8 @@ def load_config(config: str, overrides: Sequence[str], base_dir: str = REPO_ROOT
            'line' if m else msg.split('. ')[0])
     except Exception as e:  # pylint: disable=broad-except  (the file itself fails to load)
       fail(f'--config={config}: cannot load it: {type(e).__name__}: {_last_line(e)}')
+    finally:
+      absl_log.setLevel(level)
 
   cfg = parse([config_arg])
   if not hasattr(cfg, 'to_dict'):

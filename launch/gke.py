@@ -80,8 +80,8 @@ def manifest(args, overrides: list[str]) -> dict:
     pods = slc.hosts
     node_selector = {'cloud.google.com/gke-tpu-accelerator': slc.gke_accelerator,
                      'cloud.google.com/gke-tpu-topology': slc.topology}
-    container.update(command=['bash', '-c', f'{install}exec {shlex.join(train)}']
-                     if install else train, ports=[{'containerPort': 8471}, {'containerPort': 8080}],
+    command = ['bash', '-c', f'{install}exec {shlex.join(train)}'] if install else train
+    container.update(command=command, ports=[{'containerPort': 8471}, {'containerPort': 8080}],
                      resources={'limits': {'google.com/tpu': slc.chips_per_host}})
     annotations['alpha.jobset.sigs.k8s.io/exclusive-topology'] = 'cloud.google.com/gke-nodepool'
   else:
