@@ -6,6 +6,7 @@ executed with stand-ins for scontrol/srun/python to check what each task receive
 launcher runs a stand-in module to check fail-fast and the timeout.
 """
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -39,12 +40,16 @@ def test_tpu_vm_dry_run_v5p_64():
     assert part in create.split()
   install = [l for l in lines if 'pip install' in l]
   assert len(install) == 1 and '--worker=all' in install[0]
+  assert 'pip install -q -e ".[gcs]" "jax[tpu]"' in install[0]  # gs:// workdirs need gcsfs
   assert run.startswith('gcloud compute tpus tpu-vm ssh lmjax-1b ')
   assert '--worker=all' in run.split()
   command = [a for a in shlex.split(run) if a.startswith('--command=')][0]
   assert command == f'--command=cd lmjax && python3 {TRAIN}'
   assert delete == ('gcloud compute tpus tpu-vm delete lmjax-1b --zone=us-east5-a '
                     '--project=proj --quiet')
+  # The experiment was loaded and fitted to the slice first: 1b is fsdp=-1, batch 256.
+  assert r.stderr == ('plan: experiments/decoder_lm.py:1b on 32 devices, mesh data=1 fsdp=32 '
+                      'tensor=1, batch 256 (per data-parallel shard: 8)\n')
 
 
 def test_tpu_vm_queued_resource_and_stages():
@@ -80,6 +85,13 @@ def test_gke_tpu_slice_manifest():
   assert c['resources']['limits'] == {'google.com/tpu': 4}
   assert ' '.join(c['command']) == f'python {TRAIN}'
   assert 'exclusive-topology' in str(js['metadata']['annotations'])
+
+
+def test_gke_install_runs_pip_with_the_gcs_extra_first():
+  _, _, pod = _gke('--accelerator=v5p-64', '--install')
+  (c,) = pod['containers']
+  assert c['command'][:2] == ['bash', '-c']
+  assert c['command'][2] == f'python -m pip install -q -e ".[gcs]" && exec python {TRAIN}'
 
 
 def test_gke_gpu_manifest_has_coordinator():
@@ -215,3 +227,184 @@ def test_bad_flags_fail_in_one_line(script, args):
   assert r.returncode == 2
   assert r.stdout == ''
   assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('error: ')
+
+
+# --- the experiment is checked against the devices before anything is printed or run ---
+
+TPU = ['--name=n', '--zone=z', '--project=p', '--accelerator=v5p-64', '--workdir=gs://b/r']
+GKE_TPU = ['--name=n', '--image=i', '--accelerator=v5p-64', '--workdir=gs://b/r']
+GKE_GPU = ['--name=n', '--image=i', '--gpu_type=nvidia-h100-80gb', '--num_nodes=3',
+           '--workdir=gs://b/r']
+SLURM = ['--nodes=2', '--gpus_per_node=8', '--workdir=/w']
+LOCAL = ['--num_processes=2', '--devices_per_process=4', '--']
+TINY = 'experiments/synthetic_lm.py:tiny'
+BAD_EXPERIMENTS = [  # script, args, the error line (exactly)
+    ('tpu_vm.py', [*TPU, '--config=experiments/nope.py'],
+     f'--config=experiments/nope.py: no such file in {ROOT}'),
+    ('tpu_vm.py', [*TPU, '--config=experiments/decoder_lm.py:70b'],
+     "--config=experiments/decoder_lm.py:70b: unknown variant '70b' ('1b', '8b', 'tiny')"),
+    # v5p-64 is 32 chips; an 8-way FSDP mesh does not fill it.
+    ('tpu_vm.py', [*TPU, f'--config={CONFIG}', '--config.mesh.fsdp=8'],
+     "config.mesh {'data': 1, 'fsdp': 8, 'tensor': 1} needs 8 devices but 32 are available "
+     '(--accelerator=v5p-64: 32 chips)'),
+    ('gke.py', [*GKE_TPU, '--config=experiments/decoder_lm.py:70b'],
+     "--config=experiments/decoder_lm.py:70b: unknown variant '70b' ('1b', '8b', 'tiny')"),
+    # 3 nodes x 8 GPUs = 24 devices: FSDP over 24 does not divide the batch of 256.
+    ('gke.py', [*GKE_GPU, f'--config={CONFIG}'],
+     'config.batch_size=256 is not divisible by the data-parallel size 24 (mesh data=1 x '
+     'fsdp=24) (--num_nodes=3 x --gpus_per_node=8: 24 GPUs)'),
+    ('slurm.py', [*SLURM, '--config=experiments/nope.py:1b'],
+     f'--config=experiments/nope.py:1b: no such file in {ROOT}'),
+    ('slurm.py', [*SLURM, f'--config={CONFIG}', '--config.mesh.data=2', '--config.mesh.fsdp=4'],
+     "config.mesh {'data': 2, 'fsdp': 4, 'tensor': 1} needs 8 devices but 16 are available "
+     '(--nodes=2 x --gpus_per_node=8: 16 GPUs)'),
+    ('local.py', [*LOCAL, '--config=experiments/synthetic_lm.py:small', '--workdir=/tmp/w'],
+     "--config=experiments/synthetic_lm.py:small: unknown variant 'small' (tiny)"),
+    ('local.py', [*LOCAL, f'--config={TINY}', '--workdir=/tmp/w', '--config.mesh.data=3'],
+     "config.mesh {'data': 3, 'fsdp': 1, 'tensor': 1} needs 3 devices but 8 are available "
+     '(--num_processes=2 x --devices_per_process=4: 8 devices)'),
+]
+
+
+@pytest.mark.parametrize('script,args,error', BAD_EXPERIMENTS,
+                         ids=[f'{s}-{e[:40]}' for s, _, e in BAD_EXPERIMENTS])
+def test_bad_experiment_fails_in_one_line_before_the_plan(script, args, error):
+  r = launch(script, '--dry-run', *args)  # first: local.py passes what follows -- to lmjax
+  assert (r.returncode, r.stdout, r.stderr) == (2, '', f'error: {error}\n')
+
+
+@pytest.mark.parametrize('script,args,tool', [
+    ('tpu_vm.py', [*TPU, '--config=experiments/nope.py'], 'gcloud'),
+    ('gke.py', [*GKE_GPU, f'--config={CONFIG}'], 'kubectl'),
+    ('slurm.py', [*SLURM, f'--config={CONFIG}', '--config.mesh.data=2', '--config.mesh.fsdp=4'],
+     'sbatch'),
+    ('local.py', [*LOCAL, f'--config={TINY}', '--workdir=/tmp/w', '--config.mesh.data=3'],
+     'python'),
+])
+def test_bad_experiment_runs_nothing(tmp_path, script, args, tool):
+  """Without --dry-run: the cloud tool (a stand-in that records its calls) is never called."""
+  bin_dir, calls = tmp_path / 'bin', tmp_path / 'calls'
+  bin_dir.mkdir()
+  (bin_dir / tool).write_text(f'#!/bin/bash\necho "$@" >> {calls}\n')
+  (bin_dir / tool).chmod(0o755)
+  env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+  if script == 'local.py':
+    args = [f'--python={bin_dir / tool}', *args]
+  r = launch(script, *args, env=env)
+  assert r.returncode == 2 and r.stdout == '', r.stderr
+  assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith('error: ')
+  assert not calls.exists()
+
+
+def test_good_experiment_runs_the_tool(tmp_path):
+  """The same stand-in is called when the experiment fits (the check does not block runs)."""
+  bin_dir, calls = tmp_path / 'bin', tmp_path / 'calls'
+  bin_dir.mkdir()
+  (bin_dir / 'kubectl').write_text(f'#!/bin/bash\necho "$@" >> {calls}\ncat > /dev/null\n')
+  (bin_dir / 'kubectl').chmod(0o755)
+  env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+  r = launch('gke.py', *GKE_GPU[:-2], '--num_nodes=2', '--workdir=gs://b/r', f'--config={CONFIG}',
+             env=env)
+  assert r.returncode == 0, r.stderr
+  assert calls.read_text() == 'apply -f -\n'
+
+
+def test_overrides_are_applied_before_the_mesh_is_planned():
+  # data=2 x fsdp=16 fills the 32 chips only with both overrides; the plan says so.
+  r = launch('tpu_vm.py', *TPU, f'--config={CONFIG}', '--config.mesh.data=2',
+             '--config.mesh.fsdp=16', '--config.batch_size=64', '--dry-run')
+  assert r.returncode == 0, r.stderr
+  assert r.stderr == ('plan: experiments/decoder_lm.py:1b on 32 devices, mesh data=2 fsdp=16 '
+                      'tensor=1, batch 64 (per data-parallel shard: 2)\n')
+  run = r.stdout.splitlines()[-2]
+  assert '--config.mesh.data=2 --config.mesh.fsdp=16 --config.batch_size=64' in run
+
+
+def test_local_plans_the_tiny_config_on_its_devices():
+  r = launch('local.py', '--dry-run', *LOCAL, f'--config={TINY}', '--workdir=/tmp/w',
+             '--config.mesh.data=4', '--config.mesh.fsdp=2')
+  assert r.returncode == 0, r.stderr
+  assert r.stderr == (f'plan: {TINY} on 8 devices, mesh data=4 fsdp=2 tensor=1, batch 8 '
+                      '(per data-parallel shard: 1)\n')
+  assert len(r.stdout.splitlines()) == 2
+
+
+def test_tpu_vm_delete_alone_needs_no_loadable_config():
+  """Tearing a slice down must not depend on the experiment still loading."""
+  r = launch('tpu_vm.py', *TPU, '--config=experiments/nope.py', '--stages=delete', '--dry-run')
+  assert r.returncode == 0, r.stderr
+  assert r.stdout == 'gcloud compute tpus tpu-vm delete n --zone=z --project=p --quiet\n'
+  assert r.stderr == ''
+
+
+# The other refusals, through launch/common.py in this process (the launchers above call it).
+V5P_64 = '--accelerator=v5p-64: 32 chips'
+
+
+@pytest.fixture(scope='module')
+def launch_common():
+  spec = importlib.util.spec_from_file_location('launch_common',
+                                                os.path.join(ROOT, 'launch', 'common.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('overrides,error', [
+    (['--config.batch_size=100'],
+     f'config.batch_size=100 is not divisible by the data-parallel size 32 (mesh data=1 x '
+     f'fsdp=32) ({V5P_64})'),
+    (['--config.eval_batch_size=48'],
+     f'config.eval_batch_size=48 is not divisible by the data-parallel size 32 (mesh data=1 x '
+     f'fsdp=32) ({V5P_64})'),
+    (['--config.grad_accum_steps=16'],
+     'config.grad_accum_steps=16: config.batch_size=256 must split into 16 microbatches that '
+     f'the data-parallel size 32 divides ({V5P_64})'),
+    (['--config.mesh.tensor=64'],
+     "config.mesh {'data': 1, 'fsdp': -1, 'tensor': 64} does not divide the 32 available "
+     f'devices ({V5P_64})'),
+    (['--config.mesh.data=-1'],
+     "config.mesh: at most one axis may be -1, got {'data': -1, 'fsdp': -1, 'tensor': 1} "
+     f'({V5P_64})'),
+    (['--config.model.num_layer=8'], "--config.model.num_layer: config.model has no field "
+     "'num_layer'"),
+    (['--config.optimiser.learning_rate=1'],
+     "--config.optimiser.learning_rate: config has no field 'optimiser'"),
+    (['--config.model.num_layers=eight'],
+     "--config.model.num_layers=eight: invalid literal for int() with base 10: 'eight'"),
+    (['--config.logical_axis_rules=[]'],
+     '--config.logical_axis_rules: a list field cannot be overridden on the command line'),
+])
+def test_plan_refuses_in_one_line(launch_common, capsys, overrides, error):
+  with pytest.raises(SystemExit) as e:
+    launch_common.plan(CONFIG, overrides, 32, V5P_64)
+  assert e.value.code == 2
+  out, err = capsys.readouterr()
+  assert (out, err) == ('', f'error: {error}\n')
+
+
+@pytest.mark.parametrize('text,error', [
+    ('def get_config(arg=None):\n  return None\n',
+     "get_config('') returned NoneType, not a ConfigDict"),
+    ('def get_config(arg):\n  return None\n',
+     "TypeError: get_config() missing 1 required positional argument: 'arg'"),
+    ('def get_config(arg:\n', 'cannot load it: SyntaxError: '),
+    ('import no_such_module_here\n', "cannot load it: ModuleNotFoundError: No module named "
+     "'no_such_module_here'"),
+])
+def test_a_config_file_that_does_not_load(launch_common, capsys, tmp_path, text, error):
+  (tmp_path / 'exp.py').write_text(text)
+  with pytest.raises(SystemExit) as e:
+    launch_common.plan('exp.py', [], 8, '8 devices', base_dir=str(tmp_path))
+  assert e.value.code == 2
+  out, err = capsys.readouterr()
+  assert out == '' and len(err.splitlines()) == 1
+  assert err.startswith(f'error: --config=exp.py: {error}')
+
+
+def test_plan_applies_overrides_like_lmjax_main(launch_common):
+  p = launch_common.plan(CONFIG, ['--config.mesh.data=4', '--config.model.num_layers=3',
+                                  '--config.optimizer.learning_rate=0.5'], 32, V5P_64)
+  assert p.mesh == {'data': 4, 'fsdp': 8, 'tensor': 1} and p.num_devices == 32
+  assert p.config.model.num_layers == 3 and p.config.optimizer.learning_rate == 0.5
+  assert p.config.batch_size == 256  # the 1b variant's, untouched
