@@ -267,20 +267,21 @@ def saved_layout(directory: str) -> Optional[dict]:
 
 def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
                  checksum: Callable[[Any], list], vocab_size: int, fingerprint: str,
-                 where: str, config_now: Optional[dict] = None):
+                 where: str, config_now: Optional[dict] = None,
+                 steps: Optional[list] = None, move_bad: bool = True):
   """(step, state, data iterator state) of the newest checkpoint that restores intact.
 
   A step that orbax cannot read, whose meta is unreadable, or whose state's checksum differs
   from the one saved in its meta is skipped with a warning naming it and the step used
   instead; the skipped steps are moved (not deleted) to WORKDIR/checkpoints_bad so that the
-  resumed run can write those steps again. A vocabulary mismatch is the user's to fix and
+  resumed run can write those steps again (move_bad=False: read-only tools warn only). A vocabulary mismatch is the user's to fix and
   raises at once, and so does a state of another layout (another model or optimizer): with
   config_now, the error lists the config fields that differ from the checkpoint's; when the
   layout matches, changed fields (a longer schedule, another mesh) are printed and accepted.
   If no step restores, UserError (and nothing is moved).
   """
   with _quiet_closed_loop_callbacks():  # before any read
-    steps = sorted(mngr.all_steps(), reverse=True)
+    steps = sorted(mngr.all_steps(), reverse=True) if steps is None else steps
     bad = []  # (step, reason)
     for step in steps:
       try:
@@ -304,8 +305,10 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
         aside = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_bad')
         for b, reason in bad:
           _warn(f'checkpoint step {b} ({step_dir(mngr, b)}) cannot be restored: {reason}; '
-                f'falling back to step {step} ({step_dir(mngr, step)}); moved it to {aside}')
-        _move_aside(mngr, [b for b, _ in bad], aside)
+                f'falling back to step {step} ({step_dir(mngr, step)})'
+                + (f'; moved it to {aside}' if move_bad else ''))
+        if move_bad:
+          _move_aside(mngr, [b for b, _ in bad], aside)
       return step, out.state, out.data
     tried = ', '.join(str(b) for b, _ in bad)
     raise UserError(f'no checkpoint in {mngr.directory} can be restored (tried steps {tried}; '
@@ -402,45 +405,99 @@ def _move_aside(mngr, steps: list, aside: str) -> None:
   mngr.reload()
 
 
-def load_trained(workdir: str, step: Optional[int] = None):
-  """(config, model family, params, tokenizer, step) of a training workdir, for decoding.
-
-  Reads the config and tokenizer saved with the run (no data files needed) and checks the
-  tokenizer against the checkpoint's vocabulary fingerprint.
-  """
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+def saved_config(saved: dict) -> Any:
+  """A checkpoint's config over today's defaults (checkpoints from before a field existed)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
 
-  from lmjax import models  # pylint: disable=g-import-not-at-top
+  from lmjax import config_base  # pylint: disable=g-import-not-at-top
+  task = saved.get('task') or ('translation' if saved.get('model', {}).get('name') in
+                               ('encoder_decoder', 'rnn_seq2seq') else 'lm')
+  base = config_base.translation_config() if task == 'translation' else config_base.base_config()
+  merged = base.to_dict()
+
+  def update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+      if isinstance(v, dict) and isinstance(dst.get(k), dict) and k != 'model':
+        update(dst[k], v)
+      else:
+        dst[k] = v  # config.model is the family's own: taken whole
+
+  update(merged, saved)
+  merged['task'] = task
+  return ml_collections.ConfigDict(merged)
+
+
+def _load_tokenizer(workdir: str, mngr, step: int, meta: dict):
+  """WORKDIR/tokenizer, or the checkpoint's own copy when that is missing, unreadable or not the
+  one the checkpoint was trained with (one warning)."""
   from lmjax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  problem = 'missing'
+  if os.path.exists(os.path.join(tok_dir, 'tokenizer.json')):
+    try:
+      tok = tokenizers.load_tokenizer(tok_dir)
+      check_meta(meta, tok.vocab_size, tok.fingerprint(), tok_dir)
+      return tok
+    except Exception as e:  # pylint: disable=broad-except  (garbled: use the checkpoint's copy)
+      problem = f'unusable ({_first_line(e)})'
+  try:
+    with _quiet_closed_loop_callbacks():
+      payload = mngr.restore(step, args=ocp.args.Composite(
+          tokenizer=ocp.args.JsonRestore())).tokenizer
+  except Exception:  # pylint: disable=broad-except
+    raise UserError(f'--workdir {workdir}: {tok_dir} is {problem} and checkpoint step {step} '
+                    'holds no tokenizer copy') from None
+  if problem != 'missing':
+    _warn(f'{tok_dir} is {problem}; using the copy saved in checkpoint step {step}')
+  with tempfile.TemporaryDirectory() as d:
+    write_tokenizer_files(payload, d)
+    return tokenizers.load_tokenizer(d)
+
+
+def load_trained(workdir: str, step: Optional[int] = None):
+  """(config, model family, params, tokenizer, step) of a training workdir, for decoding tools.
+
+  The one loader behind generate, translate and every tool that opens a trained workdir. It
+  reads the config and tokenizer saved with the run (no data files needed), restores the state
+  with the trainer's own layout on one device, and verifies every leaf against the checksum
+  saved in the step's meta. Without --step, a step that does not restore intact is skipped with
+  one warning naming it and the step used instead (nothing is moved: the tool only reads);
+  with --step, that step or an error.
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from lmjax import sharding, steps as steps_lib  # pylint: disable=g-import-not-at-top
 
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserError(f'--workdir {workdir}: no checkpoints/ directory')
   mngr = manager(workdir, create=False, async_save=False)
-  step = mngr.latest_step() if step is None else step
-  if step is None or step not in mngr.all_steps():
+  all_steps = sorted(mngr.all_steps(), reverse=True)
+  if not all_steps or (step is not None and step not in all_steps):
     raise UserError(f'--workdir {workdir}: no checkpoint'
-                    + (f' at step {step}' if step is not None else ''))
-  tok_dir = os.path.join(workdir, 'tokenizer')
-  if os.path.exists(os.path.join(tok_dir, 'tokenizer.json')):
-    tok = tokenizers.load_tokenizer(tok_dir)
-  else:  # the checkpoint's own copy (checked against its meta below like the workdir's)
+                    + (f' at step {step} (steps: {sorted(all_steps)})' if step is not None
+                       else ''))
+  candidates = [step] if step is not None else all_steps
+  meta, newest = None, None
+  for s in candidates:
     try:
-      with _quiet_closed_loop_callbacks():
-        payload = mngr.restore(step, args=ocp.args.Composite(
-            tokenizer=ocp.args.JsonRestore())).tokenizer
-    except Exception:  # pylint: disable=broad-except
-      raise UserError(f'--workdir {workdir}: no tokenizer/tokenizer.json and checkpoint step '
-                      f'{step} holds no tokenizer copy') from None
-    with tempfile.TemporaryDirectory() as d:
-      write_tokenizer_files(payload, d)
-      tok = tokenizers.load_tokenizer(d)
-  meta = read_meta(mngr, step)
-  check_meta(meta, tok.vocab_size, tok.fingerprint(), f'{workdir}/tokenizer')
-  config = ml_collections.ConfigDict(meta['config'])
-  family = models.build_lm(config.model, tok.vocab_size, getattr(tok, 'source_vocab_size', 0))
-  with _quiet_closed_loop_callbacks():
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  params = nn.meta.unbox(restored.state['params'])
+      meta, newest = read_meta(mngr, s), s
+      break
+    except Exception:  # pylint: disable=broad-except  (restore_good reports it)
+      continue
+  if meta is None:
+    raise UserError(f'--workdir {workdir}: no checkpoint has a readable meta (tried steps '
+                    f'{", ".join(map(str, candidates))})')
+  tok = _load_tokenizer(workdir, mngr, newest, meta)
+  config = saved_config(meta['config'])
+  with config.unlocked():
+    config.mesh.update(data=1, fsdp=1, tensor=1)
+    config.init_from = ''
+  device = jax.local_devices()[:1]
+  run = steps_lib.prepare(config, None, devices=device, vocab_size=tok.vocab_size,
+                          source_vocab_size=getattr(tok, 'source_vocab_size', 0))
+  step, state, _ = restore_good(mngr, run.abstract_state(),
+                                checksum_fn(sharding.replicated(run.mesh)), tok.vocab_size,
+                                tok.fingerprint(), f'--workdir {workdir}', steps=candidates,
+                                move_bad=False)
   mngr.close()
-  return config, family, params, tok, step
+  return config, run.task.model, nn.meta.unbox(state['params']), tok, step

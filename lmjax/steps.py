@@ -247,7 +247,7 @@ class _Context:
 
 
 def prepare(config: Any, workdir: str | None, devices: Any = None,
-            vocab_size: int | None = None) -> Run:
+            vocab_size: int | None = None, source_vocab_size: int = 0) -> Run:
   """Config checks, mesh, task (its data unless vocab_size is given: shapes only, as
   lmjax.plan needs), optimizer, sharded state layout and jitted steps; nothing compiled yet."""
   mesh = sharding.make_mesh(config.mesh, devices)
@@ -259,7 +259,7 @@ def prepare(config: Any, workdir: str | None, devices: Any = None,
     raise UserError(f'config.grad_accum_steps={accum}: config.batch_size={config.batch_size} '
                     f'must split into {accum} microbatches that the data-parallel size {dp} '
                     'divides')
-  task = tasks.build(config, workdir, vocab_size)
+  task = tasks.build(config, workdir, vocab_size, source_vocab_size)
   tx, schedule = optim.make_optimizer(config.optimizer, task.num_steps, task.steps_per_epoch)
   spec = task.batch_spec()
   batch_sharding = {k: _logical_sharding(s.axes, mesh, rules) for k, s in spec.items()}

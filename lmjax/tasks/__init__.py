@@ -1,7 +1,7 @@
 """Tasks: what the one train loop trains and evaluates (see base.py for the protocol).
 
   task = tasks.build(config, workdir)        # config.task names it; reads data and tokenizer
-  task = tasks.build(config, None, vocab_size=V)   # shapes only, no data (lmjax.plan)
+  task = tasks.build(config, None, vocab_size=V)   # shapes only, no data (plan, decoding)
 """
 
 from typing import Any
@@ -27,7 +27,10 @@ def _ngram():
 TASKS = {'lm': _lm, 'translation': _translation, 'ngram': _ngram}
 
 
-def build(config: Any, workdir: str | None, vocab_size: int | None = None):
+def build(config: Any, workdir: str | None, vocab_size: int | None = None,
+          source_vocab_size: int = 0):
+  """The task of config.task; with vocab_size (and source_vocab_size for separate translation
+  vocabularies) it reads no data and builds shapes only."""
   if config.task not in TASKS:
     raise UserError(f'config.task: unknown task {config.task!r} (one of {sorted(TASKS)})')
-  return TASKS[config.task]()(config, workdir, vocab_size)
+  return TASKS[config.task]()(config, workdir, vocab_size, source_vocab_size)

@@ -28,7 +28,9 @@ class LMTask:
   name = 'lm'
   metrics = base.token_metrics()
 
-  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None):
+  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
+               source_vocab_size: int = 0):
+    del source_vocab_size  # one vocabulary
     base.check_common(config)
     models.check_model_config(config.model, config.seq_len)
     self.config = config

@@ -40,7 +40,9 @@ class NgramTask:
   steps_per_epoch = 1
   num_steps = 0  # fitted, not trained
 
-  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None):
+  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
+               source_vocab_size: int = 0):
+    del source_vocab_size
     if config.model.name != 'kneser_ney':
       raise UserError(f'config.model.name: {config.model.name!r} is not a fitted n-gram model '
                       "(config.task='ngram' fits 'kneser_ney')")

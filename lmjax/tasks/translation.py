@@ -27,7 +27,8 @@ class TranslationTask:
   name = 'translation'
   metrics = base.token_metrics({'bleu': 'max', 'chrf': 'max'})
 
-  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None):
+  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
+               source_vocab_size: int = 0):
     base.check_common(config)
     models.check_model_config(config.model, config.seq_len)
     if config.data.packing and not models.accepts_packing(config.model):
@@ -37,8 +38,8 @@ class TranslationTask:
     if vocab_size is None:
       tok, self.splits = mt_data.load_translation_data(config.data, config.seq_len, workdir)
       vocab_size, source_vocab_size = tok.vocab_size, getattr(tok, 'source_vocab_size', 0)
-    else:  # abstract (lmjax.plan)
-      tok, self.splits, source_vocab_size = None, None, 0
+    else:  # abstract (lmjax.plan, decoding a trained workdir)
+      tok, self.splits = None, None
     self.tokenizer = tok
     self.model = models.build_lm(config.model, vocab_size, source_vocab_size)
     self.eval_splits = ('eval',) + (('test',) if self.splits and self.splits['test'] is not None else ())

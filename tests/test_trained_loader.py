@@ -1,0 +1,103 @@
+"""The one loader of trained workdirs (checkpoint.load_trained): generate, translate and later
+tools verify every leaf and fall back past a broken step, as training does."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lmjax import checkpoint, config_base, train
+from lmjax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny LM workdir with checkpoints at steps 2 and 4."""
+  wd = str(tmp_path_factory.mktemp('lm'))
+  c = config_base.load_experiment('synthetic_lm.py', 'tiny')
+  c.num_train_steps, c.eval_every, c.checkpoint.every = 4, 4, 2
+  c.sample.num_samples = 0
+  c.mesh.data = 1
+  train.train_and_evaluate(c, wd, devices=jax.devices()[:1])
+  return wd
+
+
+def copy(src, dst):
+  shutil.copytree(src, dst)
+  return str(dst)
+
+
+def state_files(workdir, step):
+  d = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  return sorted(os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs
+                if os.sep + 'd' + os.sep in os.path.join(r, f))
+
+
+def flip_one_bit(workdir, step):
+  """One bit in the middle of the largest array-data file."""
+  f = max(state_files(workdir, step), key=os.path.getsize)
+  data = bytearray(open(f, 'rb').read())
+  data[len(data) // 2] ^= 0x10
+  open(f, 'wb').write(bytes(data))
+
+
+def generate(workdir, *args):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'lmjax.generate', f'--workdir={workdir}',
+                         '--prompt=the dog', '--max_new_tokens=4', '--temperature=0', *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_a_flipped_bit_falls_back_to_the_newest_intact_step(trained, tmp_path):
+  wd = copy(trained, tmp_path / 'wd')
+  flip_one_bit(wd, 4)
+  proc = generate(wd)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  warn = [l for l in proc.stderr.splitlines() if l.startswith('warning: ')]
+  assert len(warn) == 1 and 'step 4' in warn[0] and 'falling back to step 2' in warn[0], \
+      proc.stderr
+  assert '# checkpoint step 2' in proc.stderr
+  assert proc.stdout == generate(trained, '--step=2').stdout  # step 2's own text
+  assert sorted(os.listdir(os.path.join(wd, 'checkpoints'))) == ['2', '4']  # a reader moves nothing
+  # Asked for the broken step itself: one line, exit 2.
+  asked = generate(wd, '--step=4')
+  assert asked.returncode == 2, asked.stderr[-3000:]
+  lines = asked.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and 'step 4' in lines[0], asked.stderr
+
+
+def test_a_truncated_file_falls_back_in_process(trained, tmp_path, capsys):
+  wd = copy(trained, tmp_path / 'wd')
+  for f in state_files(wd, 4):
+    data = open(f, 'rb').read()
+    open(f, 'wb').write(data[:len(data) // 3])
+  _, _, params, _, step = checkpoint.load_trained(wd)
+  _, _, want, _, _ = checkpoint.load_trained(trained, 2)
+  assert step == 2
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(params), jax.device_get(want))
+  assert 'falling back to step 2' in capsys.readouterr().err
+
+
+def test_a_garbled_tokenizer_is_replaced_by_the_checkpoint_copy(trained, tmp_path):
+  wd = copy(trained, tmp_path / 'wd')
+  path = os.path.join(wd, 'tokenizer', 'tokenizer.json')
+  open(path, 'w').write('{"kind": "word", "vocab": [')
+  proc = generate(wd)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout == generate(trained).stdout
+  warn = [l for l in proc.stderr.splitlines() if l.startswith('warning: ')]
+  assert len(warn) == 1 and 'tokenizer' in warn[0] and 'copy saved in checkpoint' in warn[0]
+
+
+def test_no_intact_step_is_one_line(trained, tmp_path):
+  wd = copy(trained, tmp_path / 'wd')
+  for s in (2, 4):
+    flip_one_bit(wd, s)
+  with pytest.raises(UserError, match='no checkpoint in .* can be restored'):
+    checkpoint.load_trained(wd)
