@@ -1,4 +1,6 @@
-"""Defaults shared by the experiment configs in experiments/ (each overrides what it needs).
+"""Defaults shared by the experiment configs in experiments/ (each overrides what it needs),
+and SCHEMA: the type and range or choices of every field, checked by lmjax.config_schema before
+a run writes or compiles anything.
 
 Every field can be overridden on the command line: --config.model.num_layers=4.
 """
@@ -6,6 +8,7 @@ Every field can be overridden on the command line: --config.model.num_layers=4.
 import ml_collections
 
 from lmjax import sharding
+from lmjax.config_schema import PROBABILITY, Bool, Choice, Float, Int, Str
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -24,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0
   c.loss_normalization = 'tokens'  # or 'sequences': summed over time, mean over batch
   c.log_every = 50
-  c.eval_every = 500  # <= 0: once per epoch
+  c.eval_every = 500  # 0: once per epoch
   # Keeps the last max_to_keep steps plus the best by eval best_metric ('' to disable; mode
   # min or max). stop_check_every: with several processes, how often (steps) they agree on
   # whether a SIGTERM arrived (a tiny all-gather); alone, every step at no cost.
@@ -93,6 +96,89 @@ def translation_config() -> ml_collections.ConfigDict:
       'synthetic_lines': 20000, 'synthetic_eval_lines': 500, 'seed': 0})
   c.sample.num_samples = 0
   return c
+
+
+# Field -> rule (lmjax/config_schema.py). A config without the field skips it: model families
+# have their own fields, which their config dataclasses check too (lmjax/models).
+SCHEMA = {
+    'task': Choice(('lm', 'translation', 'ngram')),
+    'init_from': Str(),
+    'seed': Int(0),
+    'batch_size': Int(1),
+    'eval_batch_size': Int(1),
+    'seq_len': Int(1),
+    'num_train_steps': Int(1),
+    'num_epochs': Int(0),
+    'grad_accum_steps': Int(1),
+    'label_smoothing': PROBABILITY,
+    'loss_normalization': Choice(('tokens', 'sequences')),
+    'log_every': Int(1),
+    'eval_every': Int(0),
+    'checkpoint.every': Int(1),
+    'checkpoint.max_to_keep': Int(1),
+    'checkpoint.async_save': Bool(),
+    'checkpoint.best_metric': Str(),  # and one of the task's metrics (config_schema.check)
+    'checkpoint.best_mode': Choice(('min', 'max')),
+    'checkpoint.stop_check_every': Int(1),
+    'nan_policy': Choice(('stop', 'skip')),
+    'debug_nan_at_step': Int(0),
+    'debug_fail_save_at_step': Int(0),
+    'model.name': Choice(('transformer', 'rnn', 'encoder_decoder', 'rnn_seq2seq',
+                          'kneser_ney')),
+    'model.dtype': Choice(('float32', 'bfloat16')),
+    'model.dropout_rate': PROBABILITY,
+    'model.attention_dropout_rate': PROBABILITY,
+    'model.dropout': PROBABILITY,  # the RNN LM's
+    **{f'model.{k}': Int(1) for k in (
+        'd_model', 'num_heads', 'num_layers', 'num_encoder_layers', 'num_decoder_layers',
+        'd_ff', 'max_len', 'embed_dim', 'hidden_size')},
+    'model.init_scale': Float(0, lo_open=True),
+    'model.order': Int(1, 5),
+    'data.source': Choice(('synthetic', 'text', 'tfds')),
+    'data.train': Str(), 'data.eval': Str(), 'data.test': Str(),
+    'data.eval_fraction': PROBABILITY,
+    'data.tokenizer': Choice(('word', 'sentencepiece', 'char')),
+    'data.vocab_size': Int(1),
+    'data.spm_model': Str(),
+    'data.spm_type': Choice(('unigram', 'bpe')),
+    'data.spm_input_sentence_size': Int(0),
+    'data.synthetic_lines': Int(1),
+    'data.synthetic_eval_lines': Int(1),
+    'data.seed': Int(0),
+    'data.max_source_len': Int(2),  # and <= seq_len
+    'data.max_target_len': Int(2),
+    'data.source_vocab_size': Int(0),  # 0: data.vocab_size
+    'data.joint_vocab': Bool(),
+    'data.packing': Bool(),
+    'data.pad_multiple': Int(1),
+    'optimizer.name': Choice(('adamw', 'adam', 'sgd')),
+    'optimizer.learning_rate': Float(0),
+    'optimizer.warmup_steps': Int(0),
+    'optimizer.schedule': Choice(('constant', 'cosine', 'rsqrt', 'epoch_decay')),
+    'optimizer.min_lr_ratio': Float(0, 1),
+    'optimizer.b1': Float(0, 1, hi_open=True),
+    'optimizer.b2': Float(0, 1, hi_open=True),
+    'optimizer.eps': Float(0),
+    'optimizer.weight_decay': Float(0),
+    'optimizer.momentum': Float(0, 1, hi_open=True),
+    'optimizer.grad_clip_norm': Float(0),  # 0: no clipping
+    'optimizer.decay_after_epochs': Int(0),
+    'optimizer.decay_factor': Float(0, 1, lo_open=True),
+    'mesh.data': Int(1, or_minus_one=True),  # -1: the remaining devices (one axis at most)
+    'mesh.fsdp': Int(1, or_minus_one=True),
+    'mesh.tensor': Int(1, or_minus_one=True),
+    'sample.num_samples': Int(0),
+    'sample.prompt_tokens': Int(1),
+    'sample.max_new_tokens': Int(1),
+    'sample.temperature': Float(0),  # 0: greedy
+    'sample.top_k': Int(0),  # 0: no top-k filter
+    'sample.top_p': Float(0, 1, lo_open=True),
+    'decode.beam_size': Int(0),  # 0: no BLEU inside the loop
+    'decode.alpha': Float(0),
+    'decode.batch_size': Int(1),
+    'decode.max_len_ratio': Float(0, lo_open=True),
+    'decode.max_len_offset': Int(0),
+}
 
 
 def load_experiment(path: str, variant: str = '') -> ml_collections.ConfigDict:
