@@ -70,10 +70,73 @@ def cpu_backend_expected() -> bool:
   return not plugins
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, but a bad flag or config override prints one line and exits 2."""
+def _config_file_arg(argv: list[str]) -> str | None:
+  """The value of --config=FILE[:variant] (or --config FILE) when this program defines it."""
+  if 'config' not in flags.FLAGS:
+    return None
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg == '--':
+      break
+    if arg.startswith('--config='):
+      value = arg.split('=', 1)[1]
+    elif arg == '--config' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def load_config_file(spec: str):
+  """get_config(variant) of an experiment file named FILE[:variant], as config_flags loads it.
+
+  Raises UserError with one line naming the flag: a missing or unreadable file, an error while
+  the file runs, an unknown variant (the ValueError an experiment's get_config raises).
+  """
+  import importlib.machinery  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, variant = spec.partition(':')
+  flag = f'--config={spec}'
+  if not path:
+    raise UserError(f'{flag}: no config file given')
+  if os.path.isdir(path):
+    raise UserError(f'{flag}: {path} is a directory, expected a Python config file')
+  if not os.path.exists(path):
+    raise UserError(f'{flag}: no such file {path}')
+  if not os.access(path, os.R_OK):
+    raise UserError(f'{flag}: cannot read {path}')
   try:
+    loader = importlib.machinery.SourceFileLoader('lmjax_config_check', path)
+    module_spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(module_spec)
+    loader.exec_module(module)
+    if not hasattr(module, 'get_config'):
+      raise UserError(f'{flag}: {path} defines no get_config()')
+    config = module.get_config(variant) if ':' in spec else module.get_config()
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    first = (str(e).strip().splitlines() or [''])[0]
+    what = first if isinstance(e, ValueError) and first else f'{type(e).__name__}: {first}'
+    raise UserError(f'{flag}: {what}') from e
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f'{flag}: get_config() returned {type(config).__name__}, not a ConfigDict')
+  return config
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, but a bad flag, config file or config override prints one line and
+  exits 2."""
+  try:
+    spec = _config_file_arg(argv)
+    if spec is not None:
+      # config_flags would print a traceback for these (or defer a missing file to the first
+      # use of the config); load it once here for a one-line error naming the flag.
+      load_config_file(spec)
     return flags.FLAGS(argv)
+  except UserError as e:
+    if '--debug' in argv:
+      raise
+    msg = str(e)
   except flags.Error as e:
     msg = ' '.join(str(e).split())
   except (AttributeError, KeyError) as e:
@@ -93,19 +156,49 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def check_workdir(path: str, must_exist: bool = False) -> str:
+  """Refuse a workdir that cannot be used, without creating it (make_workdir does)."""
   if not path:
     raise UserError('--workdir is required')
   if must_exist and not os.path.isdir(path):
     raise UserError(f'--workdir {path}: no such directory')
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f'--workdir {path}: exists and is not a directory')
+  if os.path.isdir(path):
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise UserError(f'--workdir {path}: not writable')
+    return path
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserError(f'--workdir {path}: cannot create it ({parent} is not a directory)')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise UserError(f'--workdir {path}: cannot create it ({parent} is not writable)')
+  return path
+
+
+def make_workdir(path: str) -> bool:
+  """Create the (checked) workdir; True if this call created it."""
+  check_workdir(path)
+  if os.path.isdir(path):
+    return False
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
     raise UserError(f'--workdir {path}: cannot create it ({e.strerror})') from e
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise UserError(f'--workdir {path}: not writable')
-  return path
+  return True
+
+
+def remove_empty_dirs(path: str) -> None:
+  """Remove path and the directories below it that hold no file (bottom up); files are never
+  touched: a run refused after creating its workdir leaves nothing behind."""
+  if not os.path.isdir(path):
+    return
+  for root, _, _ in os.walk(path, topdown=False):
+    try:
+      os.rmdir(root)
+    except OSError:
+      pass  # not empty
 
 
 _LOCKS = []  # open lock descriptors: a lock lives as long as the process

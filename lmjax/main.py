@@ -43,17 +43,28 @@ def init_distributed() -> None:
 
 
 def main(argv):
+  """Check everything a refused run can be refused for, then create and lock the workdir."""
   if len(argv) > 1:
     raise cli.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.config is None:
     raise cli.UserError('--config is required (e.g. --config=experiments/synthetic_lm.py)')
-  cli.check_workdir(FLAGS.workdir)
+  config, workdir = FLAGS.config, FLAGS.workdir
+  cli.check_workdir(workdir)
+  from lmjax import config_schema  # pylint: disable=g-import-not-at-top
+  config_schema.check(config)  # fields, model, data files: before jax starts a backend
   init_distributed()
   import jax
-  if jax.process_index() == 0:
-    cli.lock_workdir(FLAGS.workdir)
-  from lmjax import train  # imported after flag parsing: jax start-up is not needed for --help
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  config_schema.check_mesh(config, jax.device_count())
+  created = cli.make_workdir(workdir)
+  try:
+    if jax.process_index() == 0:
+      cli.lock_workdir(workdir)
+    from lmjax import train  # imported after flag parsing: jax start-up is not needed for --help
+    train.train_and_evaluate(config, workdir)
+  except BaseException:
+    if created and jax.process_index() == 0:
+      cli.remove_empty_dirs(workdir)  # a run refused later (bad data) leaves no empty workdir
+    raise
 
 
 if __name__ == '__main__':
