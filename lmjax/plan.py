@@ -271,14 +271,20 @@ def main(argv):
     raise UserError('--config is required (e.g. --config=experiments/decoder_lm.py:1b)')
   if FLAGS.num_devices is None or FLAGS.num_devices <= 0:
     raise UserError('--num_devices must be a positive integer')
-  import jax
-  if jax.device_count() != FLAGS.num_devices:
-    raise UserError(f'jax sees {jax.device_count()} devices, not --num_devices='
-                    f'{FLAGS.num_devices}: run plan as its own process (python -m lmjax.plan)')
   config = FLAGS.config
   if FLAGS.mesh:
     with config.unlocked():
       config.mesh.update(parse_mesh(FLAGS.mesh))
+  if FLAGS.vocab_size is not None and FLAGS.vocab_size <= 0:
+    raise UserError(f'--vocab_size={FLAGS.vocab_size}: must be positive')
+  if FLAGS.hbm_gib is not None and not FLAGS.hbm_gib > 0:
+    raise UserError(f'--hbm_gib={FLAGS.hbm_gib}: must be positive')
+  from lmjax import config_schema
+  config_schema.check(config, FLAGS.num_devices, data=False)  # no data is read
+  import jax
+  if jax.device_count() != FLAGS.num_devices:
+    raise UserError(f'jax sees {jax.device_count()} devices, not --num_devices='
+                    f'{FLAGS.num_devices}: run plan as its own process (python -m lmjax.plan)')
   vocab_size = FLAGS.vocab_size or int(config.data.get('vocab_size') or 0)
   if vocab_size <= 0:
     raise UserError('no vocabulary size: set config.data.vocab_size or --vocab_size')
