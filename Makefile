@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/default
 CONFIG ?= experiments/synthetic_translation.py
+# Extra flags for lmjax.main, e.g. make train ARGS='--config.num_train_steps=100'
+ARGS ?=
 export XLA_FLAGS ?=
 
 .PHONY: install train test bench clean
@@ -17,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 train: install
-	$(PY) -m lmjax.main --config=$(CONFIG) --workdir=$(WORKDIR)
+	$(PY) -m lmjax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
 test: install
 	$(PY) -m pytest -q tests
