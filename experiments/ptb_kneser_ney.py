@@ -17,12 +17,15 @@ import ml_collections
 
 from lmjax import config_base
 
-VARIANTS = ('5', '3')
+VARIANTS = ('5', '3')  # the tests' set; any order '1' to '5' works
 
 
 def get_config(arg: str = '5'):
+  arg = arg or '5'
+  if arg not in ('1', '2', '3', '4', '5'):
+    raise ValueError(f'unknown variant {arg!r}: the n-gram order, 1 to 5')
   c = config_base.base_config()
   c.data.update(source='text', tokenizer='word')
   c.task = 'ngram'  # fitted, not trained
-  c.model = ml_collections.ConfigDict({'name': 'kneser_ney', 'order': int(arg or 5)})
+  c.model = ml_collections.ConfigDict({'name': 'kneser_ney', 'order': int(arg)})
   return c
