@@ -177,16 +177,20 @@ def check_workdir(path: str, must_exist: bool = False) -> str:
   return path
 
 
-def make_workdir(path: str) -> bool:
-  """Create the (checked) workdir; True if this call created it."""
+def make_workdir(path: str) -> str | None:
+  """Create the (checked) workdir; returns the topmost directory this call created (the
+  workdir or a missing parent), or None if it existed."""
   check_workdir(path)
   if os.path.isdir(path):
-    return False
+    return None
+  top = os.path.abspath(path)
+  while not os.path.exists(os.path.dirname(top)):
+    top = os.path.dirname(top)
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
     raise UserError(f'--workdir {path}: cannot create it ({e.strerror})') from e
-  return True
+  return top
 
 
 def remove_empty_dirs(path: str) -> None:

@@ -63,7 +63,7 @@ def main(argv):
     train.train_and_evaluate(config, workdir)
   except BaseException:
     if created and jax.process_index() == 0:
-      cli.remove_empty_dirs(workdir)  # a run refused later (bad data) leaves no empty workdir
+      cli.remove_empty_dirs(created)  # a run refused later (bad data) leaves no empty workdir
     raise
 
 
