@@ -79,7 +79,7 @@ def get_config(arg: str = 'small'):
       'name': 'rnn', 'cell': cell, 'embed_dim': units, 'hidden_size': units, 'num_layers': 2,
       'dropout': dropout, 'variational_dropout': False, 'init': 'uniform',
       'init_scale': init_scale, 'forget_bias': 0.0, 'tie_embeddings': False,
-      'fast_backward': True, 'dtype': 'float32'})
+      'dtype': 'float32'})
   c.batch_size = 20
   c.eval_batch_size = 1
   c.seq_len = bptt

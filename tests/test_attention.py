@@ -123,3 +123,45 @@ def test_scan_and_unrolled_layers_compute_the_same_function():
   assert not cfg.scan_layers
   np.testing.assert_allclose(np.asarray(scanned.apply({'params': ps}, toks)),
                              np.asarray(unrolled.apply({'params': pu}, toks)), atol=1e-5)
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize('kind', attention.SCORES)
+def test_rnn_attention_scores_match_numpy(kind):
+  """Bahdanau (additive) and Luong dot/general scores, masked softmax and context."""
+  B, S, E, N, A = 3, 5, 4, 4, 6  # pylint: disable=invalid-name
+  rng = np.random.default_rng(0)
+  values = rng.normal(size=(B, S, E))  # h̄_j
+  query = rng.normal(size=(B, N))  # s_{t-1} (Bahdanau) or s_t (Luong)
+  mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
+  u_a, w_a, v_a = rng.normal(size=(E, A)), rng.normal(size=(N, A)), rng.normal(size=A)
+  w_gen = rng.normal(size=(E, N))
+  if kind == 'bahdanau':
+    params = {'key_kernel': u_a, 'query_kernel': w_a, 'score_vector': v_a}
+    # e_j = v_a · tanh(W_a s + U_a h_j), written per position.
+    scores = np.array([[v_a @ np.tanh(query[b] @ w_a + values[b, j] @ u_a) for j in range(S)]
+                       for b in range(B)])
+  elif kind == 'luong_dot':
+    params = {}
+    scores = np.einsum('bn,bsn->bs', query, values)
+  else:
+    params = {'key_kernel': w_gen}
+    scores = np.array([[values[b, j] @ w_gen @ query[b] for j in range(S)] for b in range(B)])
+  want_w = np.zeros((B, S))
+  for b in range(B):
+    n = mask[b].sum()  # masks are prefixes here
+    want_w[b, :n] = _softmax(scores[b, :n])
+  want_ctx = np.einsum('bs,bse->be', want_w, values)
+
+  f32 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t)
+  keys = attention.score_keys(kind, f32(params), f32(values), jnp.float32)
+  got_scores = attention.score(kind, f32(params), f32(query), keys, jnp.float32)
+  ctx, w = attention.attend(got_scores, f32(values), jnp.asarray(mask), jnp.float32)
+  np.testing.assert_allclose(got_scores, scores, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(w, want_w, rtol=1e-5, atol=1e-6)
+  assert np.all(np.asarray(w)[~mask] == 0.0)
+  np.testing.assert_allclose(ctx, want_ctx, rtol=1e-5, atol=1e-5)

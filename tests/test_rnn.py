@@ -97,7 +97,7 @@ def test_bidirectional_right_padding_matches_unpadded(cell='lstm'):
   # Masking is cell-agnostic (test_masked_steps_keep_carry covers every cell).
   lengths = [T, 2, 4]
   model = rnn.StackedRNN(cell=cell, hidden_size=H, num_layers=2, bidirectional=True,
-                         initializer='uniform', init_scale=0.5, fast_backward=True)
+                         initializer='uniform', init_scale=0.5, custom_vjp=True)
   x = jax.random.normal(jax.random.key(2), (B, T, D))
   mask = jnp.arange(T)[None, :] < jnp.array(lengths)[:, None]  # [B, T]
   # Garbage in the padding must not matter.
@@ -130,7 +130,7 @@ def _scan_loss(cell, fast, reverse, params, x_proj, carry, mask, matmul_dtype=No
   w_h, b_h = params
   final, outs = rnn.recurrent_scan(cell, w_h, b_h, x_proj, carry, mask, forget_bias=0.3,
                                    reverse=reverse, matmul_dtype=matmul_dtype,
-                                   fast_backward=fast)
+                                   custom_vjp=fast)
   # Weight every output and the final carry differently so no gradient path cancels.
   weights = jnp.cos(jnp.arange(outs.size, dtype=outs.dtype)).reshape(outs.shape)
   return (outs * weights).sum() + sum(jnp.sin(c).sum() for c in jax.tree.leaves(final))
@@ -165,7 +165,7 @@ def test_lstm_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize('cell', rnn.CELLS)
-def test_fast_backward_matches_autodiff(cell):
+def test_custom_vjp_scan_matches_autodiff(cell):
   with jax.enable_x64(True):
     params, x_proj, carry, mask = _scan_inputs(cell, jnp.float64, seed=1)
     for reverse, m in ((False, None), (True, mask)):

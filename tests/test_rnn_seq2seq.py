@@ -1,5 +1,6 @@
-"""Tests for lmjax.models.rnn_seq2seq: attention vs numpy, teacher forcing vs step-by-step
-decoding, padding invariance, gradients, a tiny reversal task, config validation."""
+"""Tests for lmjax.models.rnn_seq2seq: teacher forcing vs step-by-step decoding, padding
+invariance, gradients, a tiny reversal task, config validation. (Its attention scores are
+attention.py's, tested in test_attention.py.)"""
 import functools
 
 import jax
@@ -11,7 +12,6 @@ import pytest
 from lmjax.errors import UserError
 from lmjax.models import rnn_seq2seq as s2s
 
-B, S, E, H, A = 3, 5, 4, 4, 6
 BOS, EOS = 1, 2
 
 
@@ -22,46 +22,6 @@ def _softmax(x):
 
 def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
-
-
-# ----------------------------------------------------------------------------------------
-# 1. Attention equations.
-# ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize('kind', s2s.ATTENTIONS)
-def test_attention_matches_numpy(kind):
-  rng = np.random.default_rng(0)
-  values = rng.normal(size=(B, S, E))  # h̄_j
-  query = rng.normal(size=(B, H))  # s_{t-1} (Bahdanau) or s_t (Luong)
-  mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
-  u_a, w_a, v_a = rng.normal(size=(E, A)), rng.normal(size=(H, A)), rng.normal(size=A)
-  w_gen = rng.normal(size=(E, H))
-  if kind == 'bahdanau':
-    params = {'key_kernel': u_a, 'query_kernel': w_a, 'score_vector': v_a}
-    # e_j = v_a · tanh(W_a s + U_a h_j), written per position.
-    scores = np.array([[v_a @ np.tanh(query[b] @ w_a + values[b, j] @ u_a) for j in range(S)]
-                       for b in range(B)])
-  elif kind == 'luong_dot':
-    params = {}
-    scores = np.einsum('bh,bsh->bs', query, values)
-  else:
-    params = {'key_kernel': w_gen}
-    scores = np.array([[values[b, j] @ w_gen @ query[b] for j in range(S)] for b in range(B)])
-  want_w = np.zeros((B, S))
-  for b in range(B):
-    n = mask[b].sum()  # masks are prefixes here
-    want_w[b, :n] = _softmax(scores[b, :n])
-  want_ctx = np.einsum('bs,bse->be', want_w, values)
-
-  f32 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t)
-  keys = s2s.attention_keys(kind, f32(params), f32(values), jnp.float32)
-  got_scores = s2s.attention_scores(kind, f32(params), f32(query), keys, jnp.float32)
-  ctx, w = s2s.attend(got_scores, f32(values), jnp.asarray(mask), jnp.float32)
-  np.testing.assert_allclose(got_scores, scores, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(w, want_w, rtol=1e-5, atol=1e-6)
-  assert np.all(np.asarray(w)[~mask] == 0.0)
-  np.testing.assert_allclose(ctx, want_ctx, rtol=1e-5, atol=1e-5)
 
 
 def _cfg(**kw):

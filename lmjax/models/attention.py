@@ -1,17 +1,25 @@
-"""Multi-head attention, the one attention implementation in lmjax.
+"""Attention, the one implementation in lmjax: dot-product (Transformers) and the additive /
+multiplicative scores of the attention RNN (Bahdanau et al. 2015; Luong et al. 2015).
 
 Axis legend (used in einsum strings and shape comments):
   B batch, T query length, S key/value length, D embed (d_model),
-  H heads, K head dim, L max cache length.
+  H heads, K head dim, C max cache length,
+  N recurrent query width (RNN decoder hidden), E value width (RNN encoder outputs),
+  A additive/general score width.
 
 Self-attention, cross-attention and cached incremental decoding all go through
 `dot_product_attention`. Parameters and activations carry logical axis names
 (batch, length, embed, heads, kv); the config's rules table maps them onto the mesh.
+The RNN scores (`score_keys`, `score`, `attend`) are pure functions of a parameter dict.
 
-The key/value cache is a plain pytree {'k': [B, H, K, L], 'v': [B, H, L, K]} passed in and
+`matmul` is the models' one matmul: bf16 inputs with float32 accumulation, and on CPU a
+hand-written weight-gradient backward (the `custom_vjp` option: 'auto' | 'on' | 'off', see
+`use_custom_vjp`).
+
+The key/value cache is a plain pytree {'k': [B, H, K, C], 'v': [B, H, C, K]} passed in and
 returned, so decoding stays a pure function. K is stored transposed so that the per-step
 q·k product reads the cache without XLA transposing it every step (measured ~38% of decode
-time at batch 8 with the [B, L, H, K] layout on CPU).
+time at batch 8 with the [B, C, H, K] layout on CPU).
 """
 
 import functools
@@ -27,8 +35,25 @@ DType = Any
 
 NEG_INF = -1e10  # finite, so that fully masked rows give a uniform softmax, not NaN
 
+CUSTOM_VJP = ('auto', 'on', 'off')
 
-def matmul(eq: str, x: Array, w: Array, compute_dtype: DType) -> Array:
+
+def use_custom_vjp(option) -> bool:
+  """Resolves a model's custom_vjp option: 'on', 'off', or 'auto' (on for the CPU backend).
+
+  The hand-written backward passes (here `matmul`'s, rnn.py's recurrent one) were measured
+  faster on XLA CPU; elsewhere autodiff is the default. Call at trace time (inside the model),
+  so that the backend in use decides. A bool passes through (already resolved).
+  """
+  if isinstance(option, bool):
+    return option
+  if option not in CUSTOM_VJP:
+    raise ValueError(f'custom_vjp={option!r}: expected one of {CUSTOM_VJP}')
+  return option == 'on' or (option == 'auto' and jax.default_backend() == 'cpu')
+
+
+def matmul(eq: str, x: Array, w: Array, compute_dtype: DType, *,
+           custom_vjp='auto') -> Array:
   """einsum with inputs cast to compute_dtype and float32 accumulation/output.
 
   On CPU, bf16 matmuls are only fast with f32 accumulation; bf16 outputs are slower than f32.
@@ -40,9 +65,10 @@ def matmul(eq: str, x: Array, w: Array, compute_dtype: DType) -> Array:
   returned in float32. Measured on CPU this avoids XLA fusing the residual/LayerNorm backward
   chain into each weight-gradient dot (DESIGN.md performance notes) and the bf16-output
   gradient dots that autodiff of a bf16 einsum produces. Other contractions (the batched
-  attention products) stay a plain einsum.
+  attention products) stay a plain einsum, and so does every matmul when custom_vjp resolves
+  to off (`use_custom_vjp`): then autodiff differentiates the einsum.
   """
-  plan = _dense_plan(eq)
+  plan = _dense_plan(eq) if use_custom_vjp(custom_vjp) else None
   if plan is None:
     return jnp.einsum(eq, x.astype(compute_dtype), w.astype(compute_dtype),
                       preferred_element_type=jnp.float32)
@@ -170,9 +196,9 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Optional[Array], *
 
 def init_cache(batch_size: int, num_heads: int, head_dim: int, max_len: int,
                dtype: DType = jnp.float32) -> dict:
-  """A preallocated, zeroed key/value cache for one attention layer."""
-  return {'k': jnp.zeros((batch_size, num_heads, head_dim, max_len), dtype),  # [B, H, K, L]
-          'v': jnp.zeros((batch_size, num_heads, max_len, head_dim), dtype)}  # [B, H, L, K]
+  """A preallocated, zeroed key/value cache for one attention layer (C = max_len)."""
+  return {'k': jnp.zeros((batch_size, num_heads, head_dim, max_len), dtype),  # [B, H, K, C]
+          'v': jnp.zeros((batch_size, num_heads, max_len, head_dim), dtype)}  # [B, H, C, K]
 
 
 class MultiHeadAttention(nn.Module):
@@ -191,6 +217,7 @@ class MultiHeadAttention(nn.Module):
   compute_dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
   init_scale: float = 1.0
+  custom_vjp: Any = 'auto'  # of the projections' matmuls, see `use_custom_vjp`
 
   @nn.compact
   def __call__(self, x_q: Array, x_kv: Optional[Array], mask: Optional[Array], *,
@@ -212,7 +239,8 @@ class MultiHeadAttention(nn.Module):
     w_v = proj('value', ('embed', 'heads', 'kv'), (d_model, h, k), 0, (1, 2))
     w_o = proj('out', ('heads', 'kv', 'embed'), (h, k, d_model), (0, 1), 2)
 
-    q = matmul('btd,dhk->bthk', x_q, w_q, self.compute_dtype)  # [B, T, H, K]
+    mm = lambda eq, a, b: matmul(eq, a, b, self.compute_dtype, custom_vjp=self.custom_vjp)
+    q = mm('btd,dhk->bthk', x_q, w_q)  # [B, T, H, K]
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     if self.rotary:
       q = rotary(q, q_positions)
@@ -221,8 +249,8 @@ class MultiHeadAttention(nn.Module):
       # while decoding, see `project_kv`): read them from the cache, write nothing.
       key, v = cache['k'], cache['v']
     else:
-      key = matmul('bsd,dhk->bshk', x_kv, w_k, self.compute_dtype)  # [B, S, H, K]
-      v = matmul('bsd,dhk->bhsk', x_kv, w_v, self.compute_dtype)  # [B, H, S, K]
+      key = mm('bsd,dhk->bshk', x_kv, w_k)  # [B, S, H, K]
+      v = mm('bsd,dhk->bhsk', x_kv, w_v)  # [B, H, S, K]
       if self.rotary:
         key = rotary(key, kv_positions)
       key = jnp.transpose(key, (0, 2, 3, 1))  # [B, H, K, S]
@@ -230,9 +258,9 @@ class MultiHeadAttention(nn.Module):
     if cache is not None and x_kv is not None:
       # Write this chunk at cache_index; attend over the whole preallocated cache.
       key = jax.lax.dynamic_update_slice(cache['k'], key.astype(cache['k'].dtype),
-                                         (0, 0, 0, cache_index))  # [B, H, K, L]
+                                         (0, 0, 0, cache_index))  # [B, H, K, C]
       v = jax.lax.dynamic_update_slice(cache['v'], v.astype(cache['v'].dtype),
-                                       (0, 0, cache_index, 0))  # [B, H, L, K]
+                                       (0, 0, cache_index, 0))  # [B, H, C, K]
       cache = {'k': key, 'v': v}
 
     dropout_rng = None
@@ -241,16 +269,91 @@ class MultiHeadAttention(nn.Module):
     out = dot_product_attention(q, key, v, mask, compute_dtype=self.compute_dtype,
                                 dropout_rate=self.dropout_rate,
                                 dropout_rng=dropout_rng)  # [B, T, H, K]
-    out = matmul('bthk,hkd->btd', out, w_o, self.compute_dtype)  # [B, T, D]
+    out = mm('bthk,hkd->btd', out, w_o)  # [B, T, D]
     out = nn.with_logical_constraint(out, ('batch', 'length', 'embed'))
     return out, cache
 
 
-def project_kv(params: dict, x_kv: Array, compute_dtype: DType = jnp.float32) -> dict:
+def project_kv(params: dict, x_kv: Array, compute_dtype: DType = jnp.float32, *,
+               custom_vjp='auto') -> dict:
   """Keys/values of a MultiHeadAttention's parameters over x_kv [B, S, D], cache layout.
 
   For cross-attention while decoding: the encoder output is fixed, so its keys and values are
   projected once per sentence instead of once per generated token.
   """
-  return {'k': matmul('bsd,dhk->bhks', x_kv, params['key'], compute_dtype),  # [B, H, K, S]
-          'v': matmul('bsd,dhk->bhsk', x_kv, params['value'], compute_dtype)}  # [B, H, S, K]
+  mm = lambda eq, w: matmul(eq, x_kv, w, compute_dtype, custom_vjp=custom_vjp)
+  return {'k': mm('bsd,dhk->bhks', params['key']),  # [B, H, K, S]
+          'v': mm('bsd,dhk->bhsk', params['value'])}  # [B, H, S, K]
+
+
+# ----------------------------------------------------------------------------------------
+# Scores of the attention RNN encoder-decoder: one query per step against the source.
+# ----------------------------------------------------------------------------------------
+
+# 'bahdanau' (additive)  e_j = v_a · tanh(W_a q + U_a h̄_j)    keys U_a h̄_j  [B, S, A]
+# 'luong_dot'            e_j = q · h̄_j                        keys h̄_j      [B, S, E]
+# 'luong_general'        e_j = q · (h̄_j W_a)                  keys h̄_j W_a  [B, S, N]
+SCORES = ('bahdanau', 'luong_dot', 'luong_general')
+
+
+def score_keys(kind: str, params: dict, values: Array, compute_dtype: DType, *,
+               custom_vjp='auto') -> Array:
+  """The query-independent part of the scores, computed once per source sentence.
+
+  Args:
+    kind: one of SCORES.
+    params: {'key_kernel': U_a [E, A] (bahdanau) or W_a [E, N] (luong_general)}; unused for
+      'luong_dot'.
+    values: encoder outputs h̄ [B, S, E].
+    compute_dtype: matmul operand dtype.
+    custom_vjp: see `use_custom_vjp`.
+
+  Returns:
+    keys [B, S, A] (the values themselves for 'luong_dot').
+  """
+  if kind == 'luong_dot':
+    return values
+  return matmul('bse,ea->bsa', values, params['key_kernel'], compute_dtype,
+                custom_vjp=custom_vjp)  # [B, S, A]
+
+
+def score(kind: str, params: dict, query: Array, keys: Array, compute_dtype: DType, *,
+          custom_vjp='auto') -> Array:
+  """Unnormalised scores e_j of one query against every source position.
+
+  Args:
+    kind: one of SCORES.
+    params: for 'bahdanau', {'query_kernel': W_a [N, A], 'score_vector': v_a [A]}.
+    query: decoder hidden [B, N].
+    keys: from `score_keys`, [B, S, A].
+    compute_dtype: matmul operand dtype.
+    custom_vjp: see `use_custom_vjp`.
+
+  Returns:
+    scores [B, S] float32.
+  """
+  mm = lambda eq, a, b: matmul(eq, a, b, compute_dtype, custom_vjp=custom_vjp)
+  if kind == 'bahdanau':
+    q = mm('bn,na->ba', query, params['query_kernel'])  # [B, A]
+    hidden = jnp.tanh(keys + q[:, None, :])  # [B, S, A]
+    return mm('bsa,a->bs', hidden, params['score_vector'])  # [B, S]
+  return mm('bn,bsn->bs', query, keys)  # [B, S]
+
+
+def attend(scores: Array, values: Array, mask: Array, compute_dtype: DType, *,
+           custom_vjp='auto'):
+  """Masked softmax over the source and the weighted sum of the values.
+
+  Args:
+    scores: [B, S]; values: [B, S, E]; mask: [B, S] bool, True at real source tokens.
+
+  Returns:
+    (context [B, E], weights [B, S]); masked positions get weight exactly 0.
+  """
+  # A finite -1e10 (not -inf) underflows to exactly 0 after the max subtraction, and an
+  # all-padding row still gets a finite (uniform) softmax instead of NaN.
+  scores = jnp.where(mask, scores.astype(jnp.float32), NEG_INF)  # [B, S]
+  weights = jax.nn.softmax(scores, axis=-1)  # [B, S]
+  context = matmul('bs,bse->be', weights, values, compute_dtype,
+                   custom_vjp=custom_vjp)  # [B, E]
+  return context, weights

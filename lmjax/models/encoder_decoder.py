@@ -4,9 +4,10 @@ Axis legend:
   B batch, S source length, T target length, D embed (d_model), H heads, K head dim,
   F mlp (d_ff), V vocab, L layers (stacked when scanned), C cache length.
 
-The encoder reuses the decoder-only model's block (`transformer.DecoderBlock`: self-attention
-and MLP) under a bidirectional mask; the decoder block adds cross-attention over the encoder
-output. Source and target share one embedding over a joint vocabulary, tied to the output
+The encoder is a stack of the shared self-attention block (`layers.Block`, the decoder-only
+model's block) under a bidirectional mask; the decoder block (`CrossAttentionBlock`) adds
+cross-attention over the encoder output. Embedding, positions, the layer stack and the logits
+head are lmjax.models.layers, shared with the decoder-only model. Source and target share one embedding over a joint vocabulary, tied to the output
 projection (`tie_embeddings`), as in Press & Wolf (2017) and the base Transformer; with
 separate vocabularies (`source_vocab_size` > 0) the source has its own embedding table.
 
@@ -27,10 +28,9 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lmjax.errors import UserError
-from lmjax.models import attention, transformer
+from lmjax.models import attention, layers
 
 Array = jax.Array
 
@@ -54,6 +54,8 @@ class EncoderDecoderConfig:
   remat: str = 'none'
   compute_dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  # Hand-written matmul backward (attention.matmul): 'auto' (on for CPU) | 'on' | 'off'.
+  custom_vjp: str = 'auto'
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -61,18 +63,20 @@ class EncoderDecoderConfig:
                       f'config.model.d_model={self.d_model}')
     if self.position not in ('sinusoidal', 'learned'):
       raise UserError(f'config.model.position: {self.position!r} is not sinusoidal or learned')
-    if self.remat not in transformer.REMAT_POLICIES:
+    if self.remat not in layers.REMAT_POLICIES:
       raise UserError(f'config.model.remat: {self.remat!r} is not one of '
-                      f'{sorted(transformer.REMAT_POLICIES)}')
+                      f'{sorted(layers.REMAT_POLICIES)}')
+    if self.custom_vjp not in attention.CUSTOM_VJP:
+      raise UserError(f'config.model.custom_vjp: {self.custom_vjp!r} is not one of '
+                      f'{attention.CUSTOM_VJP}')
 
-  def block_config(self, num_layers: int) -> transformer.TransformerConfig:
-    """The shared block's view of this config (the block reads sizes, dropout, dtypes)."""
-    return transformer.TransformerConfig(
-        vocab_size=self.vocab_size, d_model=self.d_model, num_heads=self.num_heads,
-        num_layers=num_layers, d_ff=self.d_ff, max_len=self.max_len,
+  def layer_config(self, num_layers: int) -> layers.LayerConfig:
+    """The shared layers' view of this config; resolves custom_vjp (call at trace time)."""
+    return layers.LayerConfig(
+        d_model=self.d_model, num_heads=self.num_heads, d_ff=self.d_ff, num_layers=num_layers,
         dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-        position='sinusoidal', scan_layers=self.scan_layers, remat=self.remat,
-        compute_dtype=self.compute_dtype, param_dtype=self.param_dtype)
+        scan_layers=self.scan_layers, remat=self.remat, compute_dtype=self.compute_dtype,
+        param_dtype=self.param_dtype, custom_vjp=attention.use_custom_vjp(self.custom_vjp))
 
 
 def segment_mask(q_seg: Array, kv_seg: Array) -> Array:
@@ -90,13 +94,13 @@ def _positions(tokens: Array, positions: Optional[Array]) -> Array:
   return positions
 
 
-class CrossDecoderBlock(nn.Module):
+class CrossAttentionBlock(nn.Module):
   """x + SelfAttn(LN(x)), x + CrossAttn(LN(x), encoded), x + MLP(LN(x)).
 
   Signature fits nn.scan: (x, cache) -> (x, cache); the cache is {'self': {k, v},
   'cross': {k, v}} while decoding (cross keys/values precomputed), None in training.
   """
-  config: transformer.TransformerConfig
+  config: layers.LayerConfig
   deterministic: bool = True
 
   @nn.compact
@@ -105,38 +109,21 @@ class CrossDecoderBlock(nn.Module):
     cfg = self.config
     det = self.deterministic
     drop = lambda h: nn.Dropout(cfg.dropout_rate)(h, deterministic=det)
-    mha = lambda name: attention.MultiHeadAttention(
-        num_heads=cfg.num_heads, head_dim=cfg.head_dim,
-        dropout_rate=cfg.attention_dropout_rate, compute_dtype=cfg.compute_dtype,
-        param_dtype=cfg.param_dtype, name=name)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))  # [B, T, D]
-    h = transformer._ln('ln_self')(x)  # pylint: disable=protected-access
-    h, self_cache = mha('self_attn')(h, h, self_mask, cache=None if cache is None else
-                                     cache['self'], cache_index=cache_index, deterministic=det)
+    h = layers.layer_norm('ln_self')(x)
+    h, self_cache = layers.attention_layer(cfg, 'self_attn')(
+        h, h, self_mask, cache=None if cache is None else cache['self'],
+        cache_index=cache_index, deterministic=det)
     x = x + drop(h)
-    h = transformer._ln('ln_cross')(x)  # pylint: disable=protected-access
-    h, _ = mha('cross_attn')(h, encoded, cross_mask,
-                             cache=None if cache is None else cache['cross'],
-                             deterministic=det)
+    h = layers.layer_norm('ln_cross')(x)
+    h, _ = layers.attention_layer(cfg, 'cross_attn')(
+        h, encoded, cross_mask, cache=None if cache is None else cache['cross'],
+        deterministic=det)
     x = x + drop(h)
-    h = transformer.Mlp(cfg, det, name='mlp')(transformer._ln('ln_mlp')(x))  # pylint: disable=protected-access
+    h = layers.Mlp(cfg, det, name='mlp')(layers.layer_norm('ln_mlp')(x))
     x = x + drop(h)
     new_cache = None if cache is None else {'self': self_cache, 'cross': cache['cross']}
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed')), new_cache
-
-
-def _stack(block, cfg: transformer.TransformerConfig, deterministic: bool, num_broadcast: int):
-  """The layer stack: one scanned body with parameters on a 'layers' axis, or a list."""
-  if cfg.remat != 'none':
-    block = nn.remat(block, policy=transformer.REMAT_POLICIES[cfg.remat],
-                     prevent_cse=not cfg.scan_layers)
-  if cfg.scan_layers:
-    return nn.scan(block, variable_axes={'params': 0},
-                   split_rngs={'params': True, 'dropout': True},
-                   in_axes=(0,) + (nn.broadcast,) * num_broadcast, length=cfg.num_layers,
-                   metadata_params={nn.PARTITION_NAME: 'layers'})(cfg, deterministic)
-  # Assigned in setup, a list's modules are named '<attribute>_<i>'.
-  return [block(cfg, deterministic) for _ in range(cfg.num_layers)]
 
 
 class EncoderDecoder(nn.Module):
@@ -146,42 +133,30 @@ class EncoderDecoder(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.embedding = self.param(
-        'embedding', nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=cfg.d_model ** -0.5), ('vocab', 'embed')),
-        (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
-    if cfg.position == 'learned':
-      self.pos_embedding = self.param(
-          'pos_embedding', nn.with_logical_partitioning(
-              nn.initializers.normal(stddev=0.02), (None, 'embed')),
-          (cfg.max_len, cfg.d_model), cfg.param_dtype)
+    d = cfg.d_model
+    self.embedding = layers.embedding_param(self, 'embedding', cfg.vocab_size, d,
+                                            cfg.param_dtype)  # [V, D]
+    self.pos_embedding = (layers.position_param(self, cfg.max_len, d, cfg.param_dtype)
+                          if cfg.position == 'learned' else None)
     if cfg.source_vocab_size:
-      self.source_embedding = self.param(
-          'source_embedding', nn.with_logical_partitioning(
-              nn.initializers.normal(stddev=cfg.d_model ** -0.5), ('vocab', 'embed')),
-          (cfg.source_vocab_size, cfg.d_model), cfg.param_dtype)
+      self.source_embedding = layers.embedding_param(
+          self, 'source_embedding', cfg.source_vocab_size, d, cfg.param_dtype)  # [V_src, D]
     if not cfg.tie_embeddings:
-      self.logits_w = self.param('logits', nn.with_logical_partitioning(
-          nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal'),
-          ('embed', 'vocab')), (cfg.d_model, cfg.vocab_size), cfg.param_dtype)
-    enc_cfg = cfg.block_config(cfg.num_encoder_layers)
-    dec_cfg = cfg.block_config(cfg.num_decoder_layers)
+      self.logits_w = layers.logits_param(self, d, cfg.vocab_size, cfg.param_dtype)  # [D, V]
+    self.enc_cfg = cfg.layer_config(cfg.num_encoder_layers)
+    self.dec_cfg = cfg.layer_config(cfg.num_decoder_layers)
     # The encoder block is the decoder-only model's block; positions are unused (no rotary).
-    self.encoder = _stack(transformer.DecoderBlock, enc_cfg, self.deterministic, 3)
-    self.decoder = _stack(CrossDecoderBlock, dec_cfg, self.deterministic, 4)
-    self.encoder_ln = transformer._ln()  # pylint: disable=protected-access
-    self.decoder_ln = transformer._ln()  # pylint: disable=protected-access
+    self.encoder = layers.layer_stack(layers.Block, self.enc_cfg, self.deterministic, 3)
+    self.decoder = layers.layer_stack(CrossAttentionBlock, self.dec_cfg, self.deterministic, 4)
+    self.encoder_ln = layers.layer_norm()
+    self.decoder_ln = layers.layer_norm()
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
   def _embed(self, tokens: Array, positions: Array, source: bool = False) -> Array:
     cfg = self.config
     table = self.source_embedding if source and cfg.source_vocab_size else self.embedding
-    x = jnp.take(table, tokens, axis=0) * np.sqrt(cfg.d_model)  # [B, T, D]
-    if cfg.position == 'learned':
-      x = x + jnp.take(self.pos_embedding, positions, axis=0)
-    else:
-      x = x + transformer.sinusoidal_positions(positions, cfg.d_model)
-    x = self.dropout(x.astype(jnp.float32), deterministic=self.deterministic)
+    x = layers.embed(table, tokens, positions, cfg.position, self.pos_embedding)  # [B, T, D]
+    x = self.dropout(x, deterministic=self.deterministic)
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 
   def encode(self, inputs: Array, inputs_segmentation: Optional[Array] = None,
@@ -191,11 +166,8 @@ class EncoderDecoder(nn.Module):
     pos = _positions(inputs, inputs_position)
     x = self._embed(inputs, pos, source=True)
     mask = segment_mask(seg, seg)  # [B, 1, S, S], bidirectional
-    if self.config.scan_layers:
-      x, _ = self.encoder(x, None, mask, pos, None)
-    else:
-      for layer in self.encoder:
-        x, _ = layer(x, None, mask, pos, None)
+    x, _ = layers.apply_stack(self.encoder, self.config.scan_layers, x, None, mask, pos, None,
+                              cache_prefix='encoder')
     return self.encoder_ln(x)
 
   def decode(self, encoded: Optional[Array], inputs_segmentation: Array,
@@ -219,28 +191,16 @@ class EncoderDecoder(nn.Module):
     else:
       first = cache['layers'] if cfg.scan_layers else cache['decoder_0']
       cache_len = first['self']['k'].shape[-1]
-      pos = cache_index + jnp.broadcast_to(jnp.arange(t), (b, t))  # [B, T]
-      kv_pos = jnp.broadcast_to(jnp.arange(cache_len), (b, cache_len))  # [B, C]
-      self_mask = attention.causal_mask(pos, kv_pos)  # [B, 1, T, C]
+      pos, self_mask = layers.decode_mask(cache_index, b, t, cache_len)  # [B, T], [B,1,T,C]
       cross_mask = (inputs_segmentation > 0)[:, None, None, :]  # [B, 1, 1, S]
     x = self._embed(decoder_inputs, pos)
-    new_cache = None if cache is None else {}
-    if cfg.scan_layers:
-      x, layer_cache = self.decoder(x, None if cache is None else cache['layers'],
-                                           encoded, self_mask, cross_mask, cache_index)
-      if cache is not None:
-        new_cache['layers'] = layer_cache
-    else:
-      for i, layer in enumerate(self.decoder):
-        x, c = layer(x, None if cache is None else cache[f'decoder_{i}'], encoded, self_mask,
-                     cross_mask, cache_index)
-        if cache is not None:
-          new_cache[f'decoder_{i}'] = c
+    x, new_cache = layers.apply_stack(self.decoder, cfg.scan_layers, x, cache, encoded,
+                                      self_mask, cross_mask, cache_index,
+                                      cache_prefix='decoder')
     x = self.decoder_ln(x)
     w = self.embedding if cfg.tie_embeddings else self.logits_w
-    eq = 'btd,vd->btv' if cfg.tie_embeddings else 'btd,dv->btv'
-    logits = attention.matmul(eq, x, w, cfg.compute_dtype)  # [B, T, V]
-    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    logits = layers.logits(x, w, cfg.tie_embeddings, cfg.compute_dtype,
+                           self.dec_cfg.custom_vjp)  # [B, T, V]
     return logits if cache is None else (logits, new_cache)
 
   def __call__(self, inputs: Array, decoder_inputs: Array,
@@ -257,11 +217,8 @@ def unstack_layers(params: dict, config: EncoderDecoderConfig):
   """Scanned parameters -> per-layer ('encoder_i', 'decoder_i') ones, for decoding."""
   if not config.scan_layers:
     return params, config
-  out = {k: v for k, v in params.items() if k not in ('encoder', 'decoder')}
-  for name, n in (('encoder', config.num_encoder_layers),
-                  ('decoder', config.num_decoder_layers)):
-    for i in range(n):
-      out[f'{name}_{i}'] = jax.tree.map(lambda a, i=i: a[i], params[name])
+  out = layers.unstack_layers(params, {'encoder': (config.num_encoder_layers, 'encoder'),
+                                       'decoder': (config.num_decoder_layers, 'decoder')})
   return out, dataclasses.replace(config, scan_layers=False, remat='none')
 
 
@@ -283,7 +240,8 @@ def init_decode_state(params: dict, config: EncoderDecoderConfig, inputs: Array,
         'self': attention.init_cache(b, config.num_heads, config.d_model // config.num_heads,
                                      max_len),
         'cross': attention.project_kv(params[f'decoder_{i}']['cross_attn'], encoded,
-                                      config.compute_dtype)}
+                                      config.compute_dtype,
+                                      custom_vjp=config.custom_vjp)}
   return state
 
 

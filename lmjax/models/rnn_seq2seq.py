@@ -1,21 +1,23 @@
 """Attention RNN encoder-decoder for translation (Bahdanau et al. 2015; Luong et al. 2015).
 
-Axis legend (used in shape comments and einsum strings):
+Axis legend (used in shape comments and einsum strings; H is heads in the Transformer files,
+so the recurrent width is N, as in rnn.py):
   B  batch
   S  source length
   T  target length
   D  embed
-  H  decoder hidden (recurrent state) width
-  E  encoder output width: the two directions' outputs concatenated, E = H
-  A  attention width (the Bahdanau/general key width), A = H
-  O  attentional-vector width: D with tied embeddings (it feeds the tied output layer), else H
+  N  decoder hidden (recurrent state) width
+  E  encoder output width: the two directions' outputs concatenated, E = N
+  A  attention width (the Bahdanau/general key width), A = N
+  O  attentional-vector width: D with tied embeddings (it feeds the tied output layer), else N
   V  vocab (joint source/target; pad id 0)
-  G  gates: 4 for LSTM, 3 for GRU; fused gate axes have width G*H
+  G  gates: 4 for LSTM, 3 for GRU; fused gate axes have width G*N
+  I  a decoder layer's input width
   L  decoder layers
 
 Model (y_0 = bos; h̄_j the encoder outputs; s_t the decoder's top-layer hidden):
-  encoder   x -> embed -> dropout -> bidirectional StackedRNN with H/2 units per direction
-            (so E = H and the 'luong_dot' score h_t · h̄_j needs no projection); source
+  encoder   x -> embed -> dropout -> bidirectional StackedRNN with N/2 units per direction
+            (so E = N and the 'luong_dot' score h_t · h̄_j needs no projection); source
             padding (x == 0) is masked, so the backward direction starts at each row's real
             end and padded positions output zeros.
   bridge    the initial decoder state of every layer is tanh(W_b [→h_S; ←h_1] + b_b) from the
@@ -33,12 +35,13 @@ Model (y_0 = bos; h̄_j the encoder outputs; s_t the decoder's top-layer hidden)
   Bahdanau's maxout deep output is replaced by the same attentional layer as Luong's, so the
   variants differ only in the score and in where the context enters.
 
-Scores (masked source positions get -1e10 before the softmax, i.e. exactly zero weight):
+Scores (lmjax.models.attention: `score_keys`, `score`, `attend`; masked source positions get
+-1e10 before the softmax, i.e. exactly zero weight):
   'bahdanau'       e_tj = v_a · tanh(W_a s_{t-1} + U_a h̄_j)     keys U_a h̄_j   [B, S, A]
   'luong_dot'      e_tj = s_t · h̄_j                             keys h̄_j       [B, S, E]
-  'luong_general'  e_tj = s_t · (h̄_j W_a)                       keys h̄_j W_a   [B, S, H]
+  'luong_general'  e_tj = s_t · (h̄_j W_a)                       keys h̄_j W_a   [B, S, N]
   a_t = softmax_j(e_tj), c_t = Σ_j a_tj h̄_j. Keys do not depend on t and are computed once
-  in `encode`.
+  in `encode`. The recurrent cells, their parameters and init schemes are rnn.py's.
 
 Pure-function use (every method works as `model.apply(variables, ..., method=...)`):
   logits = model.apply(v, inputs, decoder_inputs)                   # teacher forcing
@@ -49,7 +52,7 @@ Pure-function use (every method works as `model.apply(variables, ..., method=...
   memory = {'outputs': [B, S, E], 'mask': [B, S] bool, 'keys': [B, S, A] (absent for
             'luong_dot', whose keys are the outputs), 'init_carries': decoder carries}
   state  = {'memory': {'outputs', 'mask'[, 'keys']},
-            'carries': tuple over L layers of (c [B, H], h [B, H]) for LSTM or h [B, H] for GRU,
+            'carries': tuple over L layers of (c [B, N], h [B, N]) for LSTM or h [B, N] for GRU,
             'feed': h̃_{t-1} [B, O] (kept, and zero-initialised, even without input feeding)}
   Every leaf of memory and state has the batch as its leading axis, so a beam search can tile
   and gather all of them along axis 0.
@@ -59,7 +62,8 @@ all T attentional vectors to the vocabulary in one matmul afterwards, so the two
 same computation. Dropout: on embeddings (source and target), between encoder layers, between
 decoder layers (masks drawn before the scan) and on h̃_t before the output projection.
 Activations and carries are float32; matmul operands are `matmul_dtype` with float32
-accumulation (`attention.matmul`).
+accumulation (`attention.matmul`, whose hand-written backward is the `custom_vjp` option; the
+encoder's recurrence stays on autodiff).
 """
 
 import dataclasses
@@ -70,15 +74,13 @@ import jax
 import jax.numpy as jnp
 
 from lmjax.errors import UserError
-from lmjax.models.attention import NEG_INF, matmul
-from lmjax.models.rnn import (INITS, NUM_GATES, StackedRNN, _cell_update, _hidden,
-                              _initializers, _uniform)
+from lmjax.models import attention, rnn
 
 Array = jax.Array
 Dtype = Any
 
 CELLS = ('lstm', 'gru')
-ATTENTIONS = ('bahdanau', 'luong_dot', 'luong_general')
+ATTENTIONS = attention.SCORES  # 'bahdanau' | 'luong_dot' | 'luong_general'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,7 @@ class RNNSeq2SeqConfig:
   source_vocab_size: int = 0
   cell: str = 'lstm'  # 'lstm' | 'gru'
   embed_dim: int = 256
-  hidden_size: int = 256  # decoder width H; each encoder direction has H // 2 (H must be even)
+  hidden_size: int = 256  # decoder width N; each encoder direction has N // 2 (N must be even)
   num_encoder_layers: int = 1  # bidirectional layers
   num_decoder_layers: int = 1
   attention: str = 'luong_general'  # 'bahdanau' | 'luong_dot' | 'luong_general'
@@ -103,6 +105,8 @@ class RNNSeq2SeqConfig:
   matmul_dtype: Dtype = jnp.float32  # matmul operand dtype; accumulation is float32
   param_dtype: Dtype = jnp.float32
   max_len: int = 256  # longest source/target; used only for validation by the trainer
+  # Hand-written matmul backward (attention.matmul): 'auto' (on for CPU) | 'on' | 'off'.
+  custom_vjp: str = 'auto'
 
   def __post_init__(self):
     def bad(field, message):
@@ -120,7 +124,8 @@ class RNNSeq2SeqConfig:
 
     choice('cell', CELLS)
     choice('attention', ATTENTIONS)
-    choice('init', INITS)
+    choice('init', rnn.INITS)
+    choice('custom_vjp', attention.CUSTOM_VJP)
     at_least('vocab_size', 2)
     if self.source_vocab_size:
       at_least('source_vocab_size', 2)
@@ -157,71 +162,10 @@ class RNNSeq2SeqConfig:
     """Width of the bottom decoder layer's input [e_t; c_t (Bahdanau); h̃_{t-1} (feeding)]."""
     width = self.embed_dim
     if self.attention == 'bahdanau':
-      width += self.hidden_size  # the context c_t, E = H
+      width += self.hidden_size  # the context c_t, E = N
     if self.input_feeding:
       width += self.output_width
     return width
-
-
-# ----------------------------------------------------------------------------------------
-# Attention as pure functions.
-# ----------------------------------------------------------------------------------------
-
-
-def attention_keys(kind: str, params: dict, values: Array, matmul_dtype: Dtype) -> Array:
-  """The query-independent part of the scores, computed once per source sentence.
-
-  Args:
-    kind: one of ATTENTIONS.
-    params: {'key_kernel': U_a [E, A] (bahdanau) or W_a [E, H] (luong_general)}; unused for
-      'luong_dot'.
-    values: encoder outputs h̄ [B, S, E].
-    matmul_dtype: matmul operand dtype.
-
-  Returns:
-    keys [B, S, A] (the values themselves for 'luong_dot').
-  """
-  if kind == 'luong_dot':
-    return values
-  return matmul('bse,ea->bsa', values, params['key_kernel'], matmul_dtype)  # [B, S, A]
-
-
-def attention_scores(kind: str, params: dict, query: Array, keys: Array,
-                     matmul_dtype: Dtype) -> Array:
-  """Unnormalised scores e_j of one query against every source position.
-
-  Args:
-    kind: one of ATTENTIONS.
-    params: for 'bahdanau', {'query_kernel': W_a [H, A], 'score_vector': v_a [A]}.
-    query: decoder hidden [B, H] (s_{t-1} for Bahdanau, s_t for Luong).
-    keys: from `attention_keys`, [B, S, A].
-    matmul_dtype: matmul operand dtype.
-
-  Returns:
-    scores [B, S] float32.
-  """
-  if kind == 'bahdanau':
-    q = matmul('bh,ha->ba', query, params['query_kernel'], matmul_dtype)  # [B, A]
-    hidden = jnp.tanh(keys + q[:, None, :])  # [B, S, A]
-    return matmul('bsa,a->bs', hidden, params['score_vector'], matmul_dtype)  # [B, S]
-  return matmul('bh,bsh->bs', query, keys, matmul_dtype)  # [B, S]
-
-
-def attend(scores: Array, values: Array, mask: Array, matmul_dtype: Dtype):
-  """Masked softmax over the source and the weighted sum of the values.
-
-  Args:
-    scores: [B, S]; values: [B, S, E]; mask: [B, S] bool, True at real source tokens.
-
-  Returns:
-    (context [B, E], weights [B, S]); masked positions get weight exactly 0.
-  """
-  # A finite -1e10 (not -inf) underflows to exactly 0 after the max subtraction, and an
-  # all-padding row still gets a finite (uniform) softmax instead of NaN.
-  scores = jnp.where(mask, scores.astype(jnp.float32), NEG_INF)  # [B, S]
-  weights = jax.nn.softmax(scores, axis=-1)  # [B, S]
-  context = matmul('bs,bse->be', weights, values, matmul_dtype)  # [B, E]
-  return context, weights
 
 
 # ----------------------------------------------------------------------------------------
@@ -240,48 +184,51 @@ def decoder_step(cfg: RNNSeq2SeqConfig, params: dict, memory: dict, state: dict,
   Args:
     cfg: the model config.
     params: {'layers': per-layer {'input_kernel', 'bias', 'recurrent_kernel'
-      [, 'recurrent_bias']}, 'attention': {'output_kernel' W_c [E + H, O], ...}}.
+      [, 'recurrent_bias']} (rnn.layer_param_specs), 'attention': {'output_kernel'
+      W_c [E + N, O], ...}}.
     memory: {'outputs' [B, S, E], 'mask' [B, S] bool[, 'keys' [B, S, A]]}.
     state: {'carries': per-layer carries, 'feed': h̃_{t-1} [B, O]}.
     emb: the (dropped-out) embedding of the previous target token, [B, D].
-    keep: optional inverted-dropout multipliers between decoder layers, [L-1, B, H].
+    keep: optional inverted-dropout multipliers between decoder layers, [L-1, B, N].
 
   Returns:
     (new state {'carries', 'feed'}, attentional vector h̃_t [B, O]).
   """
-  mm = cfg.matmul_dtype
+  dt, cv = cfg.matmul_dtype, attention.use_custom_vjp(cfg.custom_vjp)
+  mm = lambda eq, a, b: attention.matmul(eq, a, b, dt, custom_vjp=cv)
   att = params['attention']
   values, mask = memory['outputs'], memory['mask']  # [B, S, E], [B, S]
   keys = memory.get('keys', values)  # [B, S, A]
   carries = state['carries']
 
-  def context_for(query):
-    return attend(attention_scores(cfg.attention, att, query, keys, mm), values, mask, mm)[0]
+  def context_for(query):  # [B, N] -> [B, E]
+    scores = attention.score(cfg.attention, att, query, keys, dt, custom_vjp=cv)  # [B, S]
+    return attention.attend(scores, values, mask, dt, custom_vjp=cv)[0]
 
   parts = [emb]
   if cfg.attention == 'bahdanau':
     # Bahdanau attends with the state *before* this step and feeds the context in.
-    context = context_for(_hidden(cfg.cell, carries[-1]))  # [B, E]
+    context = context_for(rnn.hidden_state(cfg.cell, carries[-1]))  # [B, E]
     parts.append(context)
   if cfg.input_feeding:
     parts.append(state['feed'])  # [B, O]
-  x = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else emb  # [B, D + ...]
+  x = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else emb  # [B, I]
 
   new_carries = []
   for layer, (p, carry) in enumerate(zip(params['layers'], carries)):
     if layer > 0 and keep is not None:
-      x = x * keep[layer - 1]  # [B, H]
-    x_proj = matmul('bi,ig->bg', x, p['input_kernel'], mm) + _f32(p['bias'])  # [B, G*H]
-    rec = matmul('bh,hg->bg', _hidden(cfg.cell, carry), p['recurrent_kernel'], mm)  # [B, G*H]
+      x = x * keep[layer - 1]  # [B, N]
+    x_proj = mm('bi,ig->bg', x, p['input_kernel']) + _f32(p['bias'])  # [B, G*N]
+    rec = mm('bn,ng->bg', rnn.hidden_state(cfg.cell, carry), p['recurrent_kernel'])  # [B, G*N]
     if 'recurrent_bias' in p:
       rec = rec + _f32(p['recurrent_bias'])
-    carry, x = _cell_update(cfg.cell, carry, x_proj, rec, cfg.forget_bias)  # x [B, H]
+    carry, x = rnn.cell_update(cfg.cell, carry, x_proj, rec, cfg.forget_bias)  # x [B, N]
     new_carries.append(carry)
 
   if cfg.attention != 'bahdanau':
     context = context_for(x)  # [B, E]
-  both = jnp.concatenate([context, x], axis=-1)  # [B, E + H]
-  attn_vec = jnp.tanh(matmul('bk,ko->bo', both, att['output_kernel'], mm))  # [B, O]
+  both = jnp.concatenate([context, x], axis=-1)  # [B, E + N]
+  attn_vec = jnp.tanh(mm('bi,io->bo', both, att['output_kernel']))  # [B, O]
   return {'carries': tuple(new_carries), 'feed': attn_vec}, attn_vec
 
 
@@ -322,18 +269,15 @@ class RNNSeq2Seq(nn.Module):
 
   def setup(self):
     cfg = self.config
-    d, h, v, o = cfg.embed_dim, cfg.hidden_size, cfg.vocab_size, cfg.output_width
-    gates = NUM_GATES[cfg.cell]
-    k_init, r_init, b_init = _initializers(cfg.init, cfg.init_scale, gates)
+    d, n, v, o = cfg.embed_dim, cfg.hidden_size, cfg.vocab_size, cfg.output_width
+    dense_init, bias_init = rnn.dense_initializers(cfg.init, cfg.init_scale)
     if cfg.init == 'uniform':  # Zaremba-style: every parameter U(-scale, scale)
-      emb_init = dense_init = vec_init = _uniform(cfg.init_scale)
-      bias_init = dense_init
+      emb_init = vec_init = rnn.uniform(cfg.init_scale)
     else:
       # Unit-variance embeddings unless they double as the output layer, whose logits
       # h̃ · embedding would then have a standard deviation of about sqrt(D).
       emb_init = nn.initializers.normal(d ** -0.5 if cfg.tie_embeddings else 1.0)
-      dense_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
-      vec_init = nn.initializers.normal(h ** -0.5)  # lecun_normal needs a 2-D shape
+      vec_init = nn.initializers.normal(n ** -0.5)  # lecun_normal needs a 2-D shape
 
     def group(name, *specs):
       return _Params(specs=tuple(specs), param_dtype=cfg.param_dtype, name=name)
@@ -348,36 +292,32 @@ class RNNSeq2Seq(nn.Module):
       out_specs.insert(0, ('kernel', (o, v), dense_init, ('embed', 'vocab')))
     self.output = group('output', *out_specs)
 
-    self.encoder = StackedRNN(
-        cell=cfg.cell, hidden_size=h // 2, num_layers=cfg.num_encoder_layers,
+    self.encoder = rnn.StackedRNN(
+        cell=cfg.cell, hidden_size=n // 2, num_layers=cfg.num_encoder_layers,
         bidirectional=True, dropout=cfg.dropout_rate, forget_bias=cfg.forget_bias,
         initializer=cfg.init, init_scale=cfg.init_scale, dtype=jnp.float32,
         param_dtype=cfg.param_dtype, matmul_dtype=cfg.matmul_dtype)
 
     # One tanh layer makes every decoder layer's initial state (c and h for an LSTM).
     per_layer = 2 if cfg.cell == 'lstm' else 1
-    width = cfg.num_decoder_layers * per_layer * h
-    self.bridge = group('bridge', ('kernel', (h, width), dense_init, (None, 'mlp')),
+    width = cfg.num_decoder_layers * per_layer * n
+    self.bridge = group('bridge', ('kernel', (n, width), dense_init, (None, 'mlp')),
                         ('bias', (width,), bias_init, ('mlp',)))
 
-    att_specs = [('output_kernel', (2 * h, o), dense_init, (None, 'embed'))]  # W_c
+    att_specs = [('output_kernel', (2 * n, o), dense_init, (None, 'embed'))]  # W_c
     if cfg.attention != 'luong_dot':
-      att_specs.append(('key_kernel', (h, h), dense_init, (None, 'mlp')))  # U_a or W_a
+      att_specs.append(('key_kernel', (n, n), dense_init, (None, 'mlp')))  # U_a or W_a
     if cfg.attention == 'bahdanau':
-      att_specs += [('query_kernel', (h, h), dense_init, (None, 'mlp')),  # W_a
-                    ('score_vector', (h,), vec_init, ('mlp',))]  # v_a
+      att_specs += [('query_kernel', (n, n), dense_init, (None, 'mlp')),  # W_a
+                    ('score_vector', (n,), vec_init, ('mlp',))]  # v_a
     self.attention = group('attention', *att_specs)
 
-    layers = []
-    for layer in range(cfg.num_decoder_layers):
-      in_width = cfg.decoder_input_width if layer == 0 else h
-      specs = [('input_kernel', (in_width, gates * h), k_init, ('embed', 'mlp')),
-               ('bias', (gates * h,), b_init, ('mlp',)),
-               ('recurrent_kernel', (h, gates * h), r_init, (None, 'mlp'))]
-      if cfg.cell == 'gru':  # sits inside the reset gate's product, see rnn._cell_update
-        specs.append(('recurrent_bias', (gates * h,), b_init, ('mlp',)))
-      layers.append(group(f'decoder_{layer}', *specs))
-    self.decoder_layers = layers
+    # The decoder's cells run inside `decoder_step`, one layer's parameters per group.
+    self.decoder_layers = [
+        group(f'decoder_{layer}', *rnn.layer_param_specs(
+            cfg.cell, cfg.decoder_input_width if layer == 0 else n, n, cfg.init,
+            cfg.init_scale))
+        for layer in range(cfg.num_decoder_layers)]
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
   # -- pieces --------------------------------------------------------------------------
@@ -402,11 +342,14 @@ class RNNSeq2Seq(nn.Module):
     x = self.dropout(attn_vec, deterministic=self.deterministic)  # [..., O]
     out = self.output()
     lead = x.shape[:-1]
-    x = x.reshape(-1, x.shape[-1])  # [N, O]
+    x = x.reshape(-1, x.shape[-1])  # [M, O], M = all leading positions
+    cv = attention.use_custom_vjp(cfg.custom_vjp)
     if cfg.tie_embeddings:
-      logits = matmul('no,vo->nv', x, self.embeddings()['embedding'], cfg.matmul_dtype)
+      logits = attention.matmul('mo,vo->mv', x, self.embeddings()['embedding'],
+                                cfg.matmul_dtype, custom_vjp=cv)  # [M, V]
     else:
-      logits = matmul('no,ov->nv', x, out['kernel'], cfg.matmul_dtype)  # [N, V]
+      logits = attention.matmul('mo,ov->mv', x, out['kernel'], cfg.matmul_dtype,
+                                custom_vjp=cv)  # [M, V]
     logits = logits + _f32(out['bias'])
     return logits.reshape(lead + (cfg.vocab_size,))  # [..., V]
 
@@ -420,17 +363,21 @@ class RNNSeq2Seq(nn.Module):
     outputs, carry = self.encoder(x, mask=mask, deterministic=self.deterministic)  # [B, S, E]
     att = self.attention()
     memory = {'outputs': outputs, 'mask': mask}
+    cv = attention.use_custom_vjp(cfg.custom_vjp)
     if cfg.attention != 'luong_dot':
-      memory['keys'] = attention_keys(cfg.attention, att, outputs, cfg.matmul_dtype)  # [B,S,A]
+      memory['keys'] = attention.score_keys(cfg.attention, att, outputs, cfg.matmul_dtype,
+                                            custom_vjp=cv)  # [B, S, A]
 
     # Masked steps keep their carry, so the forward final state is the one at each row's
     # last real token and the backward one the one at its first token.
     fwd, bwd = carry[-1]
-    summary = jnp.concatenate([_hidden(cfg.cell, fwd), _hidden(cfg.cell, bwd)], -1)  # [B, E]
+    summary = jnp.concatenate([rnn.hidden_state(cfg.cell, fwd),
+                               rnn.hidden_state(cfg.cell, bwd)], -1)  # [B, E]
     b = self.bridge()
-    init = jnp.tanh(matmul('be,ew->bw', summary, b['kernel'], cfg.matmul_dtype)
-                    + _f32(b['bias']))  # [B, L*(2 or 1)*H]
-    chunks = jnp.split(init, init.shape[-1] // cfg.hidden_size, axis=-1)  # each [B, H]
+    init = jnp.tanh(attention.matmul('be,ew->bw', summary, b['kernel'], cfg.matmul_dtype,
+                                     custom_vjp=cv)
+                    + _f32(b['bias']))  # [B, L*(2 or 1)*N]
+    chunks = jnp.split(init, init.shape[-1] // cfg.hidden_size, axis=-1)  # each [B, N]
     if cfg.cell == 'lstm':
       carries = tuple((chunks[2 * i], chunks[2 * i + 1])
                       for i in range(cfg.num_decoder_layers))  # (c, h)
@@ -474,11 +421,11 @@ class RNNSeq2Seq(nn.Module):
       steps, batch = decoder_inputs.shape[1], decoder_inputs.shape[0]
       shape = (steps, cfg.num_decoder_layers - 1, batch, cfg.hidden_size)
       kept = jax.random.bernoulli(self.make_rng('dropout'), 1.0 - cfg.dropout_rate, shape)
-      keep = kept.astype(jnp.float32) / (1.0 - cfg.dropout_rate)  # [T, L-1, B, H]
+      keep = kept.astype(jnp.float32) / (1.0 - cfg.dropout_rate)  # [T, L-1, B, N]
     params = self._decoder_params()  # read outside the scan: linen state stays out of it
 
     def body(dec_state, xs):
-      emb_t, keep_t = xs  # [B, D], [L-1, B, H] or None
+      emb_t, keep_t = xs  # [B, D], [L-1, B, N] or None
       return decoder_step(cfg, params, memory, dec_state, emb_t, keep_t)
 
     _, attn_vecs = jax.lax.scan(body, state, (emb, keep))  # [T, B, O]

@@ -2,13 +2,15 @@
 
 Axis legend:
   B batch, T length, D embed (d_model), H heads, K head dim, F mlp (d_ff), V vocab,
-  L layers (stacked when the layer stack is scanned), C cache length.
+  L layers (stacked when the layer stack is scanned), C cache length, P prompt length.
 
 The model is a pure function of its parameters: `model.apply({'params': p}, tokens)`.
 Every parameter carries logical axis names (vocab, embed, heads, kv, mlp, layers) and the main
 activations are constrained to (batch, length, embed); the config's rules map these onto the
 device mesh. Incremental decoding passes a preallocated key/value cache in and out
-(`init_cache`, then `__call__(..., cache=cache, cache_index=i)`).
+(`init_cache`, then `__call__(..., cache=cache, cache_index=i)`); `lm_decoder` wraps both
+for lmjax.decoding. Its layers (embedding, block, stack, logits head) are lmjax.models.layers,
+shared with the encoder-decoder.
 """
 
 import dataclasses
@@ -17,18 +19,13 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from lmjax.models import attention
+from lmjax.errors import UserError
+from lmjax.models import attention, layers
 
 Array = jax.Array
 
-REMAT_POLICIES = {
-    'none': None,
-    'full': jax.checkpoint_policies.nothing_saveable,
-    'dots': jax.checkpoint_policies.checkpoint_dots,
-    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
+REMAT_POLICIES = layers.REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,74 +45,30 @@ class TransformerConfig:
   remat: str = 'none'  # a key of REMAT_POLICIES
   compute_dtype: Any = jnp.float32  # matmul input dtype; accumulation is always float32
   param_dtype: Any = jnp.float32
+  # Hand-written matmul backward (attention.matmul): 'auto' (on for CPU) | 'on' | 'off'.
+  custom_vjp: str = 'auto'
+
+  def __post_init__(self):
+    if self.custom_vjp not in attention.CUSTOM_VJP:
+      raise UserError(f'config.model.custom_vjp: {self.custom_vjp!r} is not one of '
+                      f'{attention.CUSTOM_VJP}')
 
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
 
+  def lm_decoder(self, params: dict):
+    """(prefill, step) for lmjax.decoding's sampling loop, see `lm_decoder`."""
+    return lm_decoder(params, self)
 
-def _ln(name: Optional[str] = None) -> nn.LayerNorm:
-  return nn.LayerNorm(
-      name=name, epsilon=1e-5,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
-
-
-def sinusoidal_positions(positions: Array, d_model: int) -> Array:
-  """Vaswani et al. (2017) sinusoids: [B, T] positions -> [B, T, D]."""
-  half = d_model // 2
-  inv = np.exp(-np.log(10000.0) * np.arange(half) / half)  # [D/2]
-  angles = positions[..., None].astype(jnp.float32) * inv  # [B, T, D/2]
-  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-
-
-class Mlp(nn.Module):
-  """Position-wise feed-forward: D -> F (GELU) -> D."""
-  config: TransformerConfig
-  deterministic: bool = True
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    cfg = self.config
-    init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal')
-    w_in = self.param('wi', nn.with_logical_partitioning(init, ('embed', 'mlp')),
-                      (cfg.d_model, cfg.d_ff), cfg.param_dtype)
-    b_in = self.param('bi', nn.with_logical_partitioning(nn.initializers.zeros, ('mlp',)),
-                      (cfg.d_ff,), cfg.param_dtype)
-    w_out = self.param('wo', nn.with_logical_partitioning(init, ('mlp', 'embed')),
-                       (cfg.d_ff, cfg.d_model), cfg.param_dtype)
-    b_out = self.param('bo', nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)),
-                       (cfg.d_model,), cfg.param_dtype)
-    h = attention.matmul('btd,df->btf', x, w_in, cfg.compute_dtype) + b_in  # [B, T, F]
-    h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
-    h = jax.nn.gelu(h, approximate=True)
-    h = nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-    return attention.matmul('btf,fd->btd', h, w_out, cfg.compute_dtype) + b_out  # [B, T, D]
-
-
-class DecoderBlock(nn.Module):
-  """x + Attn(LN(x)), then x + MLP(LN(x)). Signature fits nn.scan: (x, cache) -> (x, cache)."""
-  config: TransformerConfig
-  deterministic: bool = True
-
-  @nn.compact
-  def __call__(self, x: Array, cache: Optional[dict], mask: Array, positions: Array,
-               cache_index: Optional[Array]):
-    cfg = self.config
-    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))  # [B, T, D]
-    h = _ln('ln_attn')(x)
-    h, cache = attention.MultiHeadAttention(
-        num_heads=cfg.num_heads, head_dim=cfg.head_dim,
-        dropout_rate=cfg.attention_dropout_rate, rotary=cfg.position == 'rotary',
-        compute_dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype, name='attn')(
-            # Keys are projected from this chunk only (earlier ones are in the cache), so
-            # their rotary positions are the queries' positions.
-            h, h, mask, q_positions=positions, kv_positions=positions,
-            cache=cache, cache_index=cache_index, deterministic=self.deterministic)
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-    h = Mlp(cfg, self.deterministic, name='mlp')(_ln('ln_mlp')(x))
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-    return nn.with_logical_constraint(x, ('batch', 'length', 'embed')), cache
+  def layer_config(self) -> layers.LayerConfig:
+    """The shared layers' view of this config; resolves custom_vjp (call at trace time)."""
+    return layers.LayerConfig(
+        d_model=self.d_model, num_heads=self.num_heads, d_ff=self.d_ff,
+        num_layers=self.num_layers, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, rotary=self.position == 'rotary',
+        scan_layers=self.scan_layers, remat=self.remat, compute_dtype=self.compute_dtype,
+        param_dtype=self.param_dtype, custom_vjp=attention.use_custom_vjp(self.custom_vjp))
 
 
 class TransformerLM(nn.Module):
@@ -132,66 +85,35 @@ class TransformerLM(nn.Module):
     the returned cache holds their keys/values; returns (logits, cache).
     """
     cfg = self.config
+    lcfg = cfg.layer_config()
     b, t = tokens.shape
     if cache is not None:
       cache_len = jax.tree.leaves(cache)[0].shape[-1]  # k is [(L,) B, H, K, C]
-      positions = cache_index + jnp.broadcast_to(jnp.arange(t), (b, t))  # [B, T]
-      kv_positions = jnp.broadcast_to(jnp.arange(cache_len), (b, cache_len))  # [B, C]
-      mask = attention.causal_mask(positions, kv_positions)  # [B, 1, T, C]
+      positions, mask = layers.decode_mask(cache_index, b, t, cache_len)  # [B, T], [B,1,T,C]
     else:
       if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t), (b, t))
       mask = attention.causal_mask(positions, positions)  # [B, 1, T, T]
 
-    embedding = self.param(
-        'embedding', nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=cfg.d_model ** -0.5), ('vocab', 'embed')),
-        (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
-    x = jnp.take(embedding, tokens, axis=0) * np.sqrt(cfg.d_model)  # [B, T, D]
+    embedding = layers.embedding_param(self, 'embedding', cfg.vocab_size, cfg.d_model,
+                                       cfg.param_dtype)  # [V, D]
+    pos_table = None
     if cfg.position == 'learned':
-      pos_emb = self.param(
-          'pos_embedding', nn.with_logical_partitioning(
-              nn.initializers.normal(stddev=0.02), (None, 'embed')),
-          (cfg.max_len, cfg.d_model), cfg.param_dtype)
-      x = x + jnp.take(pos_emb, positions, axis=0)
-    elif cfg.position == 'sinusoidal':
-      x = x + sinusoidal_positions(positions, cfg.d_model)
-    x = x.astype(jnp.float32)
+      pos_table = layers.position_param(self, cfg.max_len, cfg.d_model, cfg.param_dtype)
+    x = layers.embed(embedding, tokens, positions, cfg.position, pos_table)  # [B, T, D]
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=self.deterministic)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 
-    block = DecoderBlock
-    if cfg.remat != 'none':
-      block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-    if cfg.scan_layers:
-      # One compiled layer body, parameters stacked on a leading 'layers' axis. Besides
-      # compile time, the loop boundary stops XLA CPU from fusing the residual backward chain
-      # into every weight-gradient dot (see DESIGN.md performance notes).
-      stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
-                                                                        'dropout': True},
-                      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
-      x, layer_cache = stack(cfg, self.deterministic, name='layers')(
-          x, None if cache is None else cache['layers'], mask, positions, cache_index)
-      new_cache = {'layers': layer_cache}
-    else:
-      # One cache entry per layer: slicing and re-stacking a [L, ...] cache would copy it
-      # every decoded token.
-      new_cache = {}
-      for i in range(cfg.num_layers):
-        name = f'layer_{i}'
-        x, new_cache[name] = block(cfg, self.deterministic, name=name)(
-            x, None if cache is None else cache[name], mask, positions, cache_index)
+    stack = layers.layer_stack(layers.Block, lcfg, self.deterministic, 3, scan_name='layers',
+                               layer_prefix='layer')
+    x, new_cache = layers.apply_stack(stack, cfg.scan_layers, x, cache, mask, positions,
+                                      cache_index, cache_prefix='layer')
 
-    x = _ln('ln_final')(x)
-    if cfg.tie_embeddings:
-      logits = attention.matmul('btd,vd->btv', x, embedding, cfg.compute_dtype)  # [B, T, V]
-    else:
-      w = self.param('logits', nn.with_logical_partitioning(
-          nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal'),
-          ('embed', 'vocab')), (cfg.d_model, cfg.vocab_size), cfg.param_dtype)
-      logits = attention.matmul('btd,dv->btv', x, w, cfg.compute_dtype)  # [B, T, V]
-    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    x = layers.layer_norm('ln_final')(x)
+    w = embedding if cfg.tie_embeddings else layers.logits_param(
+        self, cfg.d_model, cfg.vocab_size, cfg.param_dtype)
+    logits = layers.logits(x, w, cfg.tie_embeddings, cfg.compute_dtype,
+                           lcfg.custom_vjp)  # [B, T, V]
     if cache is not None:
       return logits, new_cache
     return logits
@@ -218,7 +140,29 @@ def unstack_layers(params: dict, config: TransformerConfig):
   """
   if not config.scan_layers:
     return params, config
-  out = {k: v for k, v in params.items() if k != 'layers'}
-  for i in range(config.num_layers):
-    out[f'layer_{i}'] = jax.tree.map(lambda a, i=i: a[i], params['layers'])
+  out = layers.unstack_layers(params, {'layers': (config.num_layers, 'layer')})
   return out, dataclasses.replace(config, scan_layers=False, remat='none')
+
+
+def lm_decoder(params: dict, config: TransformerConfig):
+  """(prefill, step) for lmjax.decoding's sampling loop; the state is the key/value cache.
+
+    prefill(prompt [B, P], max_len) -> (logits [B, V] after the last prompt token, cache)
+    step(tokens [B], cache, t) -> (logits [B, V], cache), tokens at position t
+
+  Layers are unstacked first (a scan over layers costs ~2x per decoded token on CPU).
+  """
+  params, config = unstack_layers(params, config)
+  model = TransformerLM(config)
+
+  def prefill(prompt: Array, max_len: int):
+    cache = init_cache(config, prompt.shape[0], max_len)
+    logits, cache = model.apply({'params': params}, prompt, cache=cache, cache_index=0)
+    return logits[:, -1], cache  # [B, V]
+
+  def step(tokens: Array, cache: dict, t: Array):
+    logits, cache = model.apply({'params': params}, tokens[:, None], cache=cache,
+                                cache_index=t)  # [B, 1, V]
+    return logits[:, 0], cache
+
+  return prefill, step
