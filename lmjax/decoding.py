@@ -1,8 +1,16 @@
-"""Autoregressive sampling with a preallocated key/value cache.
+"""Autoregressive sampling (language models) and greedy/beam search (translation).
 
-The prompt is run through the model once (filling the cache at positions 0..P-1), then each new
-token is one cached step at position P+i, all inside one jitted `fori_loop`, so no step
-re-reads the prefix. Greedy decoding is temperature 0.
+Sampling: the prompt is run through the model once (a Transformer fills its preallocated
+key/value cache at positions 0..P-1, an RNN carries its recurrent state), then each new token is
+one step at position P+i, all inside one jitted `fori_loop`, so no step re-reads the prefix.
+Greedy decoding is temperature 0. A model offers this through `lm_decoder(params) ->
+(prefill, step)`:
+
+  prefill(prompt [B, P] int32, max_len) -> (logits [B, V] after the prompt, state)
+  step(tokens [B] int32, state, t) -> (logits [B, V], state), tokens at position t
+
+(`transformer.lm_decoder`, `rnn.lm_decoder`; each config's `lm_decoder` method binds it).
+`generate_from_family` samples from any model family that has one.
 
 For translation, `greedy_search` and `beam_search` (below) decode from any model that supplies a
 per-token step function and a batched decoder state.
@@ -17,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax.errors import UserError
 from lmjax.models import transformer
 
 
@@ -46,31 +55,72 @@ def next_token(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int
                                 axis=-1).astype(jnp.int32)
 
 
+def sample(prefill, step, prompt: jax.Array, rng: jax.Array, *, num_new: int,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+  """The sampling loop over a model's (prefill, step): prompt [B, P] -> new tokens [B, N].
+
+  Traceable (call it under jit); one fresh key per token, split from rng in order.
+  """
+  b, p = prompt.shape
+  logits, state = prefill(prompt, p + num_new)  # [B, V]
+  rng, sub = jax.random.split(rng)
+  tok = next_token(logits, sub, temperature, top_k, top_p)  # [B]
+  out = jnp.zeros((b, num_new), jnp.int32).at[:, 0].set(tok)
+
+  def body(i, carry):
+    tok, state, rng, out = carry
+    logits, state = step(tok, state, p + i - 1)  # [B, V]
+    rng, sub = jax.random.split(rng)
+    tok = next_token(logits, sub, temperature, top_k, top_p)
+    return tok, state, rng, out.at[:, i].set(tok)
+
+  _, _, _, out = jax.lax.fori_loop(1, num_new, body, (tok, state, rng, out))
+  return out
+
+
 @functools.partial(jax.jit, static_argnames=('config', 'num_new', 'temperature', 'top_k',
                                              'top_p'))
 def generate(params: Any, prompt: jax.Array, rng: jax.Array, *,
              config: transformer.TransformerConfig, num_new: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0) -> jax.Array:
-  """prompt [B, P] int32 -> new tokens [B, num_new]."""
-  params, config = transformer.unstack_layers(params, config)
-  model = transformer.TransformerLM(config)
-  b, p = prompt.shape
-  cache = transformer.init_cache(config, b, p + num_new)
-  logits, cache = model.apply({'params': params}, prompt, cache=cache, cache_index=0)
-  rng, sub = jax.random.split(rng)
-  tok = next_token(logits[:, -1], sub, temperature, top_k, top_p)  # [B]
-  out = jnp.zeros((b, num_new), jnp.int32).at[:, 0].set(tok)
+  """Transformer LM: prompt [B, P] int32 -> new tokens [B, num_new]."""
+  prefill, step = transformer.lm_decoder(params, config)
+  return sample(prefill, step, prompt, rng, num_new=num_new, temperature=temperature,
+                top_k=top_k, top_p=top_p)
 
-  def step(i, carry):
-    tok, cache, rng, out = carry
-    logits, cache = model.apply({'params': params}, tok[:, None], cache=cache,
-                                cache_index=p + i - 1)  # [B, 1, V]
-    rng, sub = jax.random.split(rng)
-    tok = next_token(logits[:, 0], sub, temperature, top_k, top_p)
-    return tok, cache, rng, out.at[:, i].set(tok)
 
-  _, _, _, out = jax.lax.fori_loop(1, num_new, step, (tok, cache, rng, out))
-  return out
+def lm_decoder_of(family: Any):
+  """A family's `lm_decoder(params) -> (prefill, step)`, or None if it cannot sample text.
+
+  The family's own attribute if it has one, else its model config's method of that name.
+  """
+  fn = getattr(family, 'lm_decoder', None)
+  return fn if fn is not None else getattr(family.config, 'lm_decoder', None)
+
+
+@functools.lru_cache(maxsize=None)
+def _sample_fn(lm_decoder, num_new: int, temperature: float, top_k: int, top_p: float):
+  def run(params, prompt, rng):
+    prefill, step = lm_decoder(params)
+    return sample(prefill, step, prompt, rng, num_new=num_new, temperature=temperature,
+                  top_k=top_k, top_p=top_p)
+  return jax.jit(run)
+
+
+def generate_from_family(family: Any, params: Any, prompt: jax.Array, rng: jax.Array,
+                         num_new: int, temperature: float = 1.0, top_k: int = 0,
+                         top_p: float = 1.0) -> jax.Array:
+  """Samples num_new tokens after prompt [B, P] from any language-model family -> [B, N].
+
+  One jitted loop per (model, num_new, sampling settings); Transformer (cache) and RNN
+  (carried state) alike. Raises UserError for a family that cannot generate text.
+  """
+  lm_decoder = lm_decoder_of(family)
+  if lm_decoder is None:
+    raise UserError(f'model {type(family.config).__name__} cannot generate text '
+                    '(it has no lm_decoder)')
+  fn = _sample_fn(lm_decoder, int(num_new), float(temperature), int(top_k), float(top_p))
+  return fn(params, jnp.asarray(prompt, jnp.int32), rng)
 
 
 # --- Translation decoding: greedy and beam search over a model-supplied step function. ---

@@ -4,7 +4,8 @@
       [--max_new_tokens=64 --temperature=0.8 --top_k=40 --top_p=0.95 --num_samples=4]
 
 Reads the config and tokenizer saved with the run (no data files needed) and decodes
-incrementally over a preallocated key/value cache (lmjax.decoding.generate).
+incrementally (lmjax.decoding.generate_from_family): a Transformer LM over a preallocated
+key/value cache, an RNN LM from its carried recurrent state.
 """
 
 import os
@@ -28,13 +29,13 @@ FLAGS = flags.FLAGS
 
 
 def load_for_generation(workdir: str, step: int | None = None):
-  """(TransformerConfig, params, tokenizer, step) from a workdir, checked against each other."""
-  from lmjax import checkpoint
+  """(model family, params, tokenizer, step) from a workdir, checked against each other."""
+  from lmjax import checkpoint, decoding
   config, family, params, tok, step = checkpoint.load_trained(workdir, step)
-  if config.model.name != 'transformer':
-    raise UserError(f'generation needs a transformer checkpoint; {workdir} holds '
-                    f'model {config.model.name!r}')
-  return family.config, params, tok, step
+  if decoding.lm_decoder_of(family) is None:
+    raise UserError(f'generation needs a language-model checkpoint (transformer or rnn); '
+                    f'{workdir} holds model {config.model.name!r}')
+  return family, params, tok, step
 
 
 def main(argv):
@@ -50,16 +51,17 @@ def main(argv):
   import numpy as np
 
   from lmjax import decoding
-  cfg, params, tok, step = load_for_generation(FLAGS.workdir, FLAGS.step)
+  family, params, tok, step = load_for_generation(FLAGS.workdir, FLAGS.step)
+  cfg = family.config
   prompt_ids = [tok.eos_id] + tok.encode(FLAGS.prompt)  # lines follow <eos> in training
   total = len(prompt_ids) + FLAGS.max_new_tokens
-  if cfg.position == 'learned' and total > cfg.max_len:
+  if getattr(cfg, 'position', None) == 'learned' and total > cfg.max_len:
     raise UserError(f'prompt ({len(prompt_ids)} tokens) + --max_new_tokens exceeds the '
                     f"model's max_len {cfg.max_len}")
   prompt = np.tile(np.asarray(prompt_ids, np.int32), (FLAGS.num_samples, 1))
-  out = decoding.generate(params, prompt, jax.random.PRNGKey(FLAGS.seed), config=cfg,
-                          num_new=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
-                          top_k=FLAGS.top_k, top_p=FLAGS.top_p)
+  out = decoding.generate_from_family(
+      family, params, prompt, jax.random.PRNGKey(FLAGS.seed), FLAGS.max_new_tokens,
+      temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p)
   print(f'# checkpoint step {step}', file=sys.stderr)
   for row in np.asarray(out).tolist():
     if tok.eos_id in row:
