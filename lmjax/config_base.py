@@ -123,8 +123,7 @@ SCHEMA = {
     'nan_policy': Choice(('stop', 'skip')),
     'debug_nan_at_step': Int(0),
     'debug_fail_save_at_step': Int(0),
-    'model.name': Choice(('transformer', 'rnn', 'encoder_decoder', 'rnn_seq2seq',
-                          'kneser_ney')),
+    # model.name: a family of lmjax.models.FAMILIES (or 'kneser_ney' for task ngram)
     'model.dtype': Choice(('float32', 'bfloat16')),
     'model.dropout_rate': PROBABILITY,
     'model.attention_dropout_rate': PROBABILITY,

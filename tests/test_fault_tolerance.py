@@ -388,7 +388,7 @@ def test_bad_inputs_through_the_cli_fail_in_one_line(tmp_path):
     out, err = p.communicate(timeout=240)
     p.stdout, p.stderr = out, err
     one_line_error(p, *cases[name][1])
-    assert not os.listdir(wd), (name, os.listdir(wd))  # nothing written
+    assert not wd.exists(), (name, listing(str(wd)))  # nothing written, not even the dir
 
 
 def test_unwritable_workdir(tmp_path):
