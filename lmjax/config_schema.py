@@ -140,11 +140,12 @@ def check(config: Any, num_devices: Optional[int] = None, data: bool = True) -> 
   _check_rules(config)
   _check_batch(config)
   _check_task(config)
-  _check_divisibility(config, mesh_sizes(config, num_devices))
+  if num_devices is None:
+    _check_divisibility(config, mesh_sizes(config))  # the axes that are not -1
+  else:
+    check_mesh(config, num_devices)
   if data:
     check_data(config)
-  if num_devices is not None:
-    check_mesh(config, num_devices)
 
 
 # --- the mesh and the logical axis rules ---
