@@ -8,21 +8,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-CUSTOM_VJP_OPTIONS = ('auto', 'on', 'off')
-
-
-def use_custom_vjp(option: str) -> bool:
-  """A model's custom_vjp option: 'on', 'off', or 'auto' (on for the CPU backend).
-
-  The hand-written backward passes (cross-entropy, dense matmuls, the RNN scan) were tuned on
-  XLA:CPU, where they avoid recomputation that XLA's fusion would do; elsewhere autodiff is
-  the default until a measurement says otherwise.
-  """
-  if option not in CUSTOM_VJP_OPTIONS:
-    raise ValueError(f'custom_vjp: {option!r} is not one of {CUSTOM_VJP_OPTIONS}')
-  return option == 'on' or (option == 'auto' and jax.default_backend() == 'cpu')
-
-
 def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0,
                   custom_vjp: bool = True):
   """Per-token NLL [B, T] in float32 (with optional label smoothing) of logits [B, T, V].
@@ -33,7 +18,8 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float 
   where autodiff of log_softmax + gather materialises the log-probabilities, a scattered one-hot
   and the log_softmax backward as separate passes over the [B, T, V] array (the largest
   elementwise tensors of an LM step on a CPU). custom_vjp=False differentiates the same forward
-  with autodiff (tests/test_cross_entropy.py checks that both agree).
+  with autodiff (tests/test_cross_entropy.py checks that both agree); the tasks resolve it from
+  the model's custom_vjp option (models.attention.use_custom_vjp: 'auto' is on for the CPU).
   """
   if custom_vjp:
     return _cross_entropy(logits, targets, float(label_smoothing))

@@ -54,10 +54,3 @@ def test_custom_vjp_off_is_plain_autodiff_of_the_same_forward(ls):
   assert float(on(logits)) == pytest.approx(float(off(logits)), rel=1e-6)
   np.testing.assert_allclose(jax.grad(on)(logits), jax.grad(off)(logits), rtol=1e-5, atol=1e-6)
 
-
-def test_auto_means_on_for_the_cpu_backend():
-  assert jax.default_backend() == 'cpu'
-  assert losses.use_custom_vjp('auto') and losses.use_custom_vjp('on')
-  assert not losses.use_custom_vjp('off')
-  with pytest.raises(ValueError, match='custom_vjp'):
-    losses.use_custom_vjp('yes')

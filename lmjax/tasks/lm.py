@@ -16,6 +16,7 @@ import numpy as np
 
 from lmjax import losses, models
 from lmjax.data import lm as lm_data
+from lmjax.models import attention
 from lmjax.tasks import base
 
 
@@ -44,7 +45,6 @@ class LMTask:
     self.eval_splits = ('eval',) + (('test',) if self.test is not None else ())
     self.steps_per_epoch = self.train_iterator().steps_per_epoch if self.train else 1
     self.num_steps = base.num_steps(config, self.steps_per_epoch)
-    self._custom_vjp = losses.use_custom_vjp(getattr(self.model.config, 'custom_vjp', 'auto'))
 
   # --- batches ---
 
@@ -77,8 +77,8 @@ class LMTask:
     logits, carry = self.model.apply({'params': params}, batch['inputs'], carry, rngs,
                                      not train)
     smoothing = self.config.label_smoothing if train else 0.0
-    nll = losses.cross_entropy(logits, batch['targets'], smoothing,
-                               self._custom_vjp) * batch['weights']
+    fast = attention.use_custom_vjp(self.model.config.custom_vjp)  # at trace time
+    nll = losses.cross_entropy(logits, batch['targets'], smoothing, fast) * batch['weights']
     return {'loss': nll.sum(), 'weight': batch['weights'].sum()}, carry
 
   # --- evaluation and reports ---
@@ -115,12 +115,10 @@ class LMTask:
     if prompts is None:
       return []
     from lmjax import decoding  # pylint: disable=g-import-not-at-top
-    if self.stateful:
-      return []  # TODO(rnn generate)
-    out = decoding.generate(jax.device_get(params), jnp.asarray(prompts),
-                            jax.random.PRNGKey(self.config.seed), config=self.model.config,
-                            num_new=smp.max_new_tokens, temperature=smp.temperature,
-                            top_k=smp.top_k, top_p=smp.top_p)
+    out = decoding.generate_from_family(
+        self.model, jax.device_get(params), prompts, jax.random.PRNGKey(self.config.seed),
+        num_new=smp.max_new_tokens, temperature=smp.temperature, top_k=smp.top_k,
+        top_p=smp.top_p)
     tok = self.tokenizer
     return [f'sample: {tok.decode(list(p))} -> {tok.decode(cut_at(list(o), tok.eos_id))}'
             for p, o in zip(prompts, np.asarray(out))]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from lmjax import losses, metrics, models
 from lmjax.data import translation as mt_data
 from lmjax.errors import UserError
+from lmjax.models import attention
 from lmjax.tasks import base
 
 PACKED_KEYS = ('inputs_segmentation', 'targets_segmentation', 'inputs_position',
@@ -45,7 +46,6 @@ class TranslationTask:
     self.eval_splits = ('eval',) + (('test',) if self.splits and self.splits['test'] is not None else ())
     self.steps_per_epoch = self.train_iterator().steps_per_epoch if self.splits else 1
     self.num_steps = base.num_steps(config, self.steps_per_epoch)
-    self._custom_vjp = losses.use_custom_vjp(getattr(self.model.config, 'custom_vjp', 'auto'))
 
   # --- batches ---
 
@@ -78,8 +78,8 @@ class TranslationTask:
     logits, carry = self.model.apply({'params': params}, self.model.model_inputs(batch),
                                      carry, rngs, not train)
     smoothing = self.config.label_smoothing if train else 0.0
-    nll = losses.cross_entropy(logits, batch['targets'], smoothing,
-                               self._custom_vjp) * batch['weights']
+    fast = attention.use_custom_vjp(self.model.config.custom_vjp)  # at trace time
+    nll = losses.cross_entropy(logits, batch['targets'], smoothing, fast) * batch['weights']
     return {'loss': nll.sum(), 'weight': batch['weights'].sum()}, carry
 
   # --- evaluation and reports ---
