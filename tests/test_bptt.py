@@ -96,11 +96,15 @@ def test_split_too_small_for_bptt(tmp_path):
     steps.prepare(c, None, devices=jax.devices()[:1])
 
 
-def test_rnn_lm_learns_through_the_common_loop(tmp_path):
+def test_rnn_lm_learns_through_the_common_loop(tmp_path, capsys):
   c = ptb_tiny(tmp_path, log_every=100)
   c.num_epochs = 3
   c.model.update(hidden_size=32, embed_dim=32)
   c.optimizer.update(name='adam', learning_rate=1e-2, schedule='constant')
+  c.sample.update(num_samples=2, prompt_tokens=2, max_new_tokens=5)
   report = train.train_and_evaluate(c, str(tmp_path / 'wd'), devices=jax.devices()[:1])
   # ~72 words: uniform is 72, a unigram model ~40; the grammar allows ~5.
   assert report['ppl'] < 20, report
+  # The end-of-run samples come from the RNN too (carried state), one per prompt.
+  samples = [l for l in capsys.readouterr().out.splitlines() if l.startswith('sample: ')]
+  assert len(samples) == 2 and all(' -> ' in l for l in samples), samples
