@@ -1,4 +1,4 @@
-"""Model families and how the trainer builds them from config.model.
+"""Model families and how the tasks build them from config.model.
 
 A family is a module class with a frozen config dataclass, plus an adapter that the tasks
 call: `apply(variables, inputs, carry, rngs, deterministic) -> (logits, carry)`. Stateful families
@@ -18,7 +18,7 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class LMFamily:
-  """What the trainer needs of a model family.
+  """What the tasks need of a model family.
 
   init(rng, tokens [B, T]) -> variables;
   apply(variables, tokens, carry, rngs, deterministic) -> (logits [B, T, V], carry).
@@ -35,6 +35,12 @@ class LMFamily:
   seq2seq: bool = False
   input_keys: tuple = ('inputs',)
   decoder: Optional[Callable[[Any], Any]] = None
+  # Encoder families (BERT, bidirectional RNNs) also give contextual states for the encoder
+  # tasks (classification, masked LM, sentence embeddings):
+  # encode(variables, batch, rngs, deterministic) -> (hidden [B, T, D] float32, pooled [B, D]
+  # or None), batch = {'inputs' [B, T] int32 (0 = padding), 'token_types' [B, T] int32,
+  # 'mask' [B, T] bool (True at real tokens)}; the encoder's parameters sit under 'encoder'.
+  encode: Optional[Callable[..., Any]] = None
 
   def model_inputs(self, batch: dict) -> Any:
     if not self.seq2seq:
@@ -180,10 +186,21 @@ def _rnn_seq2seq(cfg: Any) -> LMFamily:
 
 
 # name -> (config dataclass from config.model, family from that dataclass, packs rows)
+def _from_module(module_name: str):
+  """(config, family) builders of a family whose module defines them itself:
+  `model_config(model_cfg, vocab_size, source_vocab_size) -> frozen dataclass` and
+  `family(cfg) -> LMFamily`."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = lambda: importlib.import_module(module_name)
+  return (lambda *a, **k: module().model_config(*a, **k), lambda cfg: module().family(cfg))
+
+
 FAMILIES = {'transformer': (_transformer_config, _transformer, False),
             'rnn': (_rnn_config, _rnn, False),
             'encoder_decoder': (_encoder_decoder_config, _encoder_decoder, True),
-            'rnn_seq2seq': (_rnn_seq2seq_config, _rnn_seq2seq, False)}
+            'rnn_seq2seq': (_rnn_seq2seq_config, _rnn_seq2seq, False),
+            'bert': (*_from_module('lmjax.models.bert'), False),
+            'rnn_encoder': (*_from_module('lmjax.models.rnn_encoder'), False)}
 
 
 def _entry(model_cfg: Any):
