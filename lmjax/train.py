@@ -199,7 +199,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
     writer.write(step, 'eval', report)
     _say_report(run, 'eval', step, report)
   skip_note = f'; skipped {skipped_total} non-finite steps' if skipped_total else ''
-  if step == step_start and total:
+  if not total:  # a fitted model (task.num_steps == 0)
+    _say(f'done: fitted, no train steps; {task.summary(report)}')
+  elif step == step_start:
     _say(f'nothing left to train: the workdir is at step {step} of {total} (raise '
          f'config.num_train_steps or num_epochs to train on); {task.summary(report)}')
   else:
