@@ -4,9 +4,11 @@ config.data fields:
   source: synthetic | text | tfds
   train, eval, test: file paths (text; test is optional, evaluated at the end); eval_fraction: split the train file's last lines off as
     eval when eval is empty; name, train_split, eval_split, data_dir, text_key (tfds)
-  tokenizer: word | sentencepiece | char;  vocab_size (sentencepiece), spm_model (a trained
-    .model file to load instead of training one), spm_type (unigram | bpe),
-    spm_input_sentence_size (train on a sample of this many lines; 0 = all)
+  tokenizer: word | sentencepiece | char | wordpiece;  vocab_size (sentencepiece, wordpiece),
+    spm_model (a trained .model file to load instead of training one), spm_type (unigram |
+    bpe), spm_input_sentence_size (train on a sample of this many lines; 0 = all);
+    wordpiece_vocab (a Hugging Face directory, tokenizer.json or vocab.txt to load instead of
+    training one), lowercase (a trained WordPiece vocabulary lower-cases and strips accents)
   synthetic_lines, synthetic_eval_lines, seed (synthetic)
 
 Every line becomes its tokens followed by <eos>, and the split is one stream that starts with
@@ -141,14 +143,40 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
           input_sentence_size=int(cfg.get('spm_input_sentence_size', 0)))
       if kind == 'sentencepiece' and tok.vocab_size < cfg.vocab_size:
         warn_small_vocab('config.data.vocab_size', cfg.vocab_size, tok.vocab_size)
+  elif kind == 'wordpiece':
+    tok = wordpiece_tokenizer(cfg, train_lines)
   else:
     raise UserError(f'config.data.tokenizer: unknown tokenizer {kind!r} '
-                    '(word, sentencepiece, char)')
+                    '(word, sentencepiece, char, wordpiece)')
   if saved and jax.process_index() == 0:  # one writer; the others built the same tokenizer
     os.makedirs(saved, exist_ok=True)
     tok.save(saved)
     record_training_text(saved, train_lines, cfg)
   return tok
+
+
+def wordpiece_tokenizer(cfg: Any, train_lines: list[str]):
+  """config.data.wordpiece_vocab (a Hugging Face directory, tokenizer.json or vocab.txt), or a
+  vocabulary of config.data.vocab_size trained on the training text (process 0 trains; the
+  library's trainer is not deterministic, so the other processes take its result)."""
+  if cfg.get('spm_model'):
+    raise UserError(f'config.data.spm_model={cfg.spm_model} is a SentencePiece model but '
+                    "config.data.tokenizer='wordpiece': set config.data.wordpiece_vocab "
+                    'instead, or clear spm_model')
+  if cfg.get('wordpiece_vocab'):
+    return tokenizers.WordPieceTokenizer.from_pretrained(cfg.wordpiece_vocab)
+  train = lambda: tokenizers.WordPieceTokenizer.train(
+      train_lines, cfg.vocab_size, lowercase=bool(cfg.get('lowercase', True)))
+  if jax.process_count() == 1:
+    return train()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  text = train().to_json().encode('utf-8') if jax.process_index() == 0 else b''
+  size = int(multihost_utils.broadcast_one_to_all(np.asarray(len(text), np.int64)))
+  buf = np.zeros(size, np.uint8)
+  buf[:len(text)] = np.frombuffer(text, np.uint8)
+  text = bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8))
+  return tokenizers.WordPieceTokenizer.from_json(text.decode('utf-8'), source='process 0\'s '
+                                                 'WordPiece vocabulary')
 
 
 def encode_corpus(lines: list[str], tok: Any) -> Corpus:
