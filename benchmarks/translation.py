@@ -65,11 +65,11 @@ def bench_decode(workdir: str, source: str, beam_size: int, batch_size: int,
   lines = text.read_lines(source, what='--source')
   dec = config.decode
   dec.update(beam_size=beam_size, batch_size=batch_size)
-  decoding.translate_lines(family, params, tok, lines, dec, config.seq_len)  # compile
+  decoding.translate_lines(family, params, tok, lines, dec)  # compile
   rates = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    decoding.translate_lines(family, params, tok, lines, dec, config.seq_len)
+    decoding.translate_lines(family, params, tok, lines, dec)
     rates.append(len(lines) / (time.perf_counter() - t0))
   return {'workdir': workdir, 'step': step, 'sentences': len(lines), 'beam_size': beam_size,
           'batch_size': batch_size, 'sentences_per_sec': statistics.median(rates), 'runs': rates}

@@ -19,6 +19,7 @@ Axis legend: B batch, P prompt length, N new tokens, V vocab.
 """
 
 import functools
+import sys
 from typing import Any
 
 import jax
@@ -301,8 +302,9 @@ def beam_search(step_fn, state, *, batch_size: int, beam_size: int, max_len: int
 SOURCE_BUCKET = 16
 
 
-def _bucket(n: int, limit: int) -> int:
-  return min(limit, -(-n // SOURCE_BUCKET) * SOURCE_BUCKET)
+def _bucket(n: int, limit: int | None) -> int:
+  rounded = -(-n // SOURCE_BUCKET) * SOURCE_BUCKET
+  return rounded if limit is None else min(limit, rounded)
 
 
 @functools.lru_cache(maxsize=None)
@@ -332,8 +334,19 @@ def _decode_fn(family: Any, beam_size: int, alpha: float, max_len: int, bos: int
 
 def decode_ids(family: Any, params: Any, sources: list, *, bos: int, eos: int,
                batch_size: int, beam_size: int, alpha: float, max_len_ratio: float,
-               max_len_offset: int, max_len: int) -> list[list[int]]:
-  """Token ids per source (each ending in eos) -> output ids per source, eos stripped."""
+               max_len_offset: int, max_len: int | None) -> list[list[int]]:
+  """Token ids per source (each ending in eos) -> output ids per source, eos stripped.
+
+  max_len bounds the source and output lengths in tokens (the model's positions); None: no
+  bound (a recurrent model). Longer sources are cut to max_len with one warning line.
+  """
+  long = [(i, len(s)) for i, s in enumerate(sources) if max_len is not None and len(s) > max_len]
+  if long and jax.process_index() == 0:
+    shown = ', '.join(f'line {i + 1}: {n} tokens' for i, n in long[:3])
+    more = f' and {len(long) - 3} more' if len(long) > 3 else ''
+    print(f'warning: {len(long)} source line(s) are longer than the model takes ({max_len} '
+          f'tokens: {shown}{more}); translating their first {max_len} tokens',
+          file=sys.stderr, flush=True)
   order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
   out: list = [None] * len(sources)
   for start in range(0, len(order), batch_size):
@@ -345,7 +358,8 @@ def decode_ids(family: Any, params: Any, sources: list, *, bos: int, eos: int,
       ids = sources[i][:src_len]
       inputs[r, :len(ids)] = ids
       lens[r] = len(ids)
-    budget = min(max_len, int(np.ceil(max_len_ratio * src_len)) + max_len_offset)
+    budget = int(np.ceil(max_len_ratio * src_len)) + max_len_offset
+    budget = budget if max_len is None else min(max_len, budget)
     max_lens = np.minimum(budget, np.ceil(max_len_ratio * lens).astype(np.int32)
                           + max_len_offset).astype(np.int32)
     fn = _decode_fn(family, beam_size, float(alpha), budget, bos, eos)
@@ -357,7 +371,12 @@ def decode_ids(family: Any, params: Any, sources: list, *, bos: int, eos: int,
 
 
 def translate_lines(family: Any, params: Any, tok: Any, lines: list[str], decode_cfg: Any,
-                    max_len: int) -> list[str]:
+                    max_len: int | None = None) -> list[str]:
+  """Detokenized translations of `lines`. max_len: the longest source and output in tokens;
+  default the model's own limit (config.model.max_len), none for a recurrent model without one."""
+  if max_len is None:
+    from lmjax import models  # pylint: disable=g-import-not-at-top
+    max_len = models.max_len(family)
   encode_source = getattr(tok, 'encode_source', tok.encode)  # separate source vocabulary
   sources = [encode_source(line) + [tok.eos_id] for line in lines]
   ids = decode_ids(family, params, sources, bos=tok.bos_id, eos=tok.eos_id,

@@ -59,7 +59,7 @@ def main(argv):
   if dec.beam_size < 1 or dec.batch_size < 1:
     raise UserError('--beam_size and --batch_size must be at least 1')
   t0 = time.time()
-  hyps = decoding.translate_lines(family, params, tok, lines, dec, config.seq_len)
+  hyps = decoding.translate_lines(family, params, tok, lines, dec)
   wall = time.time() - t0
   for h in hyps:
     print(h)

@@ -99,7 +99,7 @@ class TranslationTask:
       from lmjax import decoding  # pylint: disable=g-import-not-at-top
       t0 = time.time()
       hyps = decoding.translate_lines(self.model, jax.device_get(params), self.tokenizer,
-                                      data.src_lines, dec, c.seq_len)
+                                      data.src_lines, dec)
       wall = time.time() - t0
       report.update(metrics.bleu_report(hyps, data.tgt_lines))
       report['decode_sentences_per_sec'] = len(hyps) / max(wall, 1e-9)
