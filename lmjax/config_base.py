@@ -13,7 +13,7 @@ from lmjax.config_schema import PROBABILITY, Bool, Choice, Float, Int, Str
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = 'lm'  # lm | translation | ngram (lmjax/tasks/)
+  c.task = 'lm'  # lm | translation | ngram | classify (lmjax/tasks/)
   # Warm start: a workdir (its newest intact checkpoint) or WORKDIR/checkpoints/STEP; matching
   # parameters are loaded, new ones keep their init (lmjax/warm_start.py). '' starts fresh.
   c.init_from = ''
@@ -98,10 +98,41 @@ def translation_config() -> ml_collections.ConfigDict:
   return c
 
 
+def classify_config() -> ml_collections.ConfigDict:
+  """base_config() for config.task='classify' (lmjax/tasks/classify.py; the data fields are
+  documented in lmjax/data/classification.py): a bidirectional LSTM over a trained WordPiece
+  vocabulary, mean-pooled."""
+  c = base_config()
+  c.task = 'classify'
+  c.seq_len = 128  # tokens per example, [CLS]/[SEP] included; longer ones are truncated
+  c.num_train_steps = 2000
+  c.eval_every = 0  # once per epoch
+  c.log_every = 100
+  c.checkpoint.best_metric = 'accuracy'
+  c.checkpoint.best_mode = 'max'
+  c.sample.num_samples = 0
+  c.optimizer.update(learning_rate=2e-3, warmup_steps=100, b2=0.999, eps=1e-8)
+  c.classifier = ml_collections.ConfigDict({'pooling': 'mean', 'dropout_rate': 0.1})
+  c.model = ml_collections.ConfigDict({
+      'name': 'rnn_encoder', 'cell': 'lstm', 'embed_dim': 128, 'hidden_size': 128,
+      'num_layers': 1, 'dropout': 0.1, 'init': 'orthogonal', 'dtype': 'float32'})
+  c.data = ml_collections.ConfigDict({
+      'source': 'text', 'train': '', 'eval': '', 'test': '', 'format': '',
+      'text_column': 'sentence', 'text_pair_column': '', 'label_column': 'label',
+      'classes': [], 'regression': False,
+      'name': '', 'train_split': 'train', 'eval_split': 'validation', 'test_split': '',
+      'data_dir': '',
+      'tokenizer': 'wordpiece', 'vocab_size': 8000, 'wordpiece_vocab': '', 'lowercase': True,
+      'spm_model': '', 'spm_type': 'unigram', 'spm_input_sentence_size': 0,
+      'pad_multiple': 8, 'bucket': True,
+      'synthetic_lines': 2000, 'synthetic_eval_lines': 200, 'seed': 0})
+  return c
+
+
 # Field -> rule (lmjax/config_schema.py). A config without the field skips it: model families
 # have their own fields, which their config dataclasses check too (lmjax/models).
 SCHEMA = {
-    'task': Choice(('lm', 'translation', 'ngram')),
+    'task': Choice(('lm', 'translation', 'ngram', 'classify')),
     'init_from': Str(),
     'seed': Int(0),
     'batch_size': Int(1),
@@ -136,7 +167,8 @@ SCHEMA = {
     'data.source': Choice(('synthetic', 'text', 'tfds')),
     'data.train': Str(), 'data.eval': Str(), 'data.test': Str(),
     'data.eval_fraction': PROBABILITY,
-    'data.tokenizer': Choice(('word', 'sentencepiece', 'char')),
+    'data.tokenizer': Choice(('word', 'sentencepiece', 'char', 'wordpiece')),
+    'data.wordpiece_vocab': Str(),
     'data.vocab_size': Int(1),
     'data.spm_model': Str(),
     'data.spm_type': Choice(('unigram', 'bpe')),

@@ -95,3 +95,73 @@ def bleu_report(hypotheses: list[str], references: list[str], tokenize: str = '1
           'chrf': float(c.score), 'chrf_signature': str(chrf.get_signature()),
           'bp': float(b.bp), 'sys_len': int(b.sys_len), 'ref_len': int(b.ref_len),
           'precisions': [float(p) for p in b.precisions]}
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+def classification_report(confusion: Any) -> dict:
+  """Accuracy, macro-F1 and Matthews correlation of a confusion matrix [true, predicted].
+
+  Macro-F1 averages the per-class F1 = 2TP / (2TP + FP + FN) over the classes that occur as a
+  label or a prediction (scikit-learn's default). MCC is Gorodkin's multiclass form
+  (c s - sum_k p_k t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2)), c correct, s total,
+  p_k / t_k predicted / true counts; 0 when either factor is 0. Binary tasks also get 'f1',
+  the F1 of class 1 (GLUE's MRPC/QQP convention).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  cm = np.asarray(confusion, np.float64)
+  s = cm.sum()
+  c = np.trace(cm)
+  t, p = cm.sum(axis=1), cm.sum(axis=0)
+  tp = np.diag(cm)
+  denom = t + p  # = 2TP + FP + FN
+  present = denom > 0
+  f1 = np.where(present, 2 * tp / np.maximum(denom, 1e-300), 0.0)
+  mcc_den = math.sqrt(max(s * s - (p * p).sum(), 0.0) * max(s * s - (t * t).sum(), 0.0))
+  out = {'accuracy': float(c / s) if s else 0.0,
+         'macro_f1': float(f1[present].mean()) if present.any() else 0.0,
+         'mcc': float((c * s - (p * t).sum()) / mcc_den) if mcc_den else 0.0,
+         'majority': float(t.max() / s) if s else 0.0, 'examples': int(s)}
+  if cm.shape[0] == 2:
+    out['f1'] = float(f1[1])
+  return out
+
+
+def ranks(x: Any) -> Any:
+  """1-based ranks with ties given their average rank (as scipy.stats.rankdata)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  x = np.asarray(x, np.float64)
+  order = np.argsort(x, kind='stable')
+  sorted_x = x[order]
+  starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+  ends = np.r_[starts[1:], len(x)]
+  avg = (starts + ends + 1) / 2.0  # mean of ranks start+1 .. end
+  out = np.empty(len(x))
+  out[order] = np.repeat(avg, ends - starts)
+  return out
+
+
+def pearson(x: Any, y: Any) -> float:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  dx, dy = x - x.mean(), y - y.mean()
+  den = math.sqrt((dx * dx).sum() * (dy * dy).sum())
+  return float((dx * dy).sum() / den) if den else 0.0
+
+
+def spearman(x: Any, y: Any) -> float:
+  """Pearson correlation of the ranks."""
+  return pearson(ranks(x), ranks(y))
+
+
+def regression_report(sums: dict) -> dict:
+  """MSE and Pearson r from summed moments {'weight', 'loss' (squared error), 'sum_p',
+  'sum_y', 'sum_pp', 'sum_yy', 'sum_py'} (exact over any number of batches and devices)."""
+  n = sums['weight']
+  mp, my = sums['sum_p'] / n, sums['sum_y'] / n
+  cov = sums['sum_py'] / n - mp * my
+  vp, vy = sums['sum_pp'] / n - mp * mp, sums['sum_yy'] / n - my * my
+  den = math.sqrt(max(vp, 0.0) * max(vy, 0.0))
+  return {'mse': sums['loss'] / n, 'pearson': cov / den if den > 0 else 0.0,
+          'examples': int(n)}

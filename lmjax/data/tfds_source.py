@@ -178,3 +178,30 @@ def load_parallel_split(name: str, split: str, src_lang: str, tgt_lang: str,
   return pairs
 
 
+
+
+def load_columns(name: str, split: str, columns: list[str],
+                 data_dir: str | None = None) -> tuple[dict, dict]:
+  """Named features of a TFDS split (classification: 'glue/sst2' has sentence, label, idx).
+
+  Returns:
+    ({column: list of values} with text as str and numbers as Python scalars, {column: class
+    names} for the columns that are tfds ClassLabel features).
+  """
+  builder = _prepared_builder(name, split, data_dir)
+  features = builder.info.features
+  for col in columns:
+    if col not in features.keys():
+      raise UserError(f"TFDS dataset '{name}' has no feature '{col}' "
+                      f"(features: {', '.join(features.keys())})")
+  names = {c: tuple(features[c].names) for c in columns
+           if isinstance(features[c], tfds.features.ClassLabel)}
+  text = set(_string_keys(features))
+  out = {c: [] for c in columns}
+  for example in _examples(builder, name, split):
+    for c in columns:
+      v = example[c]
+      out[c].append(_as_str(v, name, c) if c in text else np.asarray(v).item())
+  if not out[columns[0]]:
+    raise UserError(f"TFDS dataset '{name}' split '{split}' is empty")
+  return out, names

@@ -24,7 +24,12 @@ def _ngram():
   return ngram.NgramTask
 
 
-TASKS = {'lm': _lm, 'translation': _translation, 'ngram': _ngram}
+def _classify():
+  from lmjax.tasks import classify
+  return classify.ClassifyTask
+
+
+TASKS = {'lm': _lm, 'translation': _translation, 'ngram': _ngram, 'classify': _classify}
 
 
 def build(config: Any, workdir: str | None, vocab_size: int | None = None,

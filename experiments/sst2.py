@@ -1,0 +1,110 @@
+"""SST-2 sentence classification (GLUE; Socher et al. 2013): dev accuracy over 872 sentences.
+
+One task (config.task='classify', lmjax/tasks/classify.py), one head (dropout + dense on a
+pooled sentence vector), several encoders under it:
+
+| variant  | encoder                                              | pooling | reference dev acc |
+|----------|------------------------------------------------------|---------|-------------------|
+| minilm   | all-MiniLM-L6-v2 (BERT 6 x 384), fine-tuned          | mean    | 91.5 (MiniLM paper, own checkpoint) |
+| bert_base| any local Hugging Face BERT-base directory (GPUs)    | pooler  | 92.7 (BERT paper) |
+| scratch  | a small BERT-style encoder from random init          | first   | —                 |
+| bilstm   | 1 x 256 bidirectional LSTM over a trained WordPiece  | mean    | ~85-87 (BiLSTM baselines in GLUE) |
+| tiny     | tests: synthetic cue-word sentences, 2 x 16 BiLSTM   | mean    | —                 |
+
+Data: GLUE's TSV files (header `sentence<TAB>label`), e.g. ../shared/data/sst2:
+
+  python -m lmjax.main --config=experiments/sst2.py:bilstm --workdir=/tmp/sst2_bilstm \
+      --config.data.train=../shared/data/sst2/train.tsv \
+      --config.data.eval=../shared/data/sst2/dev.tsv
+
+  # or TFDS (prepared beforehand): --config.data.source=tfds --config.data.name=glue/sst2
+
+  python -m lmjax.classify --workdir=/tmp/sst2_bilstm < sentences.txt   # label + probabilities
+
+minilm / bert_base: config.init_from='hf:DIR' warm-starts the encoder from a Hugging Face
+model directory (config.json + model.safetensors; the lead's warm start) and the WordPiece
+vocabulary comes from the same directory (config.data.wordpiece_vocab):
+
+  python -m lmjax.main --config=experiments/sst2.py:minilm --workdir=/tmp/sst2_minilm \
+      --config.init_from=hf:/path/to/all-MiniLM-L6-v2 \
+      --config.data.wordpiece_vocab=/path/to/all-MiniLM-L6-v2 \
+      --config.data.train=../shared/data/sst2/train.tsv \
+      --config.data.eval=../shared/data/sst2/dev.tsv
+
+Measured here: not yet (this file lands with the task; the SST-2 table comes with the runs).
+'scratch' and 'minilm' need the BERT family (model name 'bert', lmjax/models/bert.py) and
+'minilm' the 'hf:' warm start; until those land their configs build but do not train.
+"""
+
+import ml_collections
+
+from lmjax import config_base
+
+VARIANTS = ('minilm', 'bert_base', 'scratch', 'bilstm', 'tiny')
+
+# BERT-family model fields (lmjax/models/bert.py): all-MiniLM-L6-v2 and BERT-base shapes.
+MINILM = {'name': 'bert', 'vocab_size_hint': 30522, 'd_model': 384, 'num_heads': 12,
+          'num_layers': 6, 'd_ff': 1536, 'max_len': 512, 'type_vocab_size': 2,
+          'dropout_rate': 0.1, 'attention_dropout_rate': 0.1, 'layer_norm_epsilon': 1e-12,
+          'dtype': 'float32'}
+BERT_BASE = dict(MINILM, d_model=768, num_layers=12, d_ff=3072)
+SCRATCH = dict(MINILM, d_model=256, num_heads=4, num_layers=4, d_ff=1024, max_len=128)
+
+
+def _bert_model(fields: dict) -> ml_collections.ConfigDict:
+  fields = {k: v for k, v in fields.items() if k != 'vocab_size_hint'}  # the tokenizer's
+  return ml_collections.ConfigDict(fields)
+
+
+def get_config(arg: str = 'bilstm'):
+  arg = arg or 'bilstm'
+  if arg not in VARIANTS:
+    raise ValueError(f'unknown variant {arg!r}: one of {VARIANTS}')
+  c = config_base.classify_config()
+  c.data.update(source='text', text_column='sentence', label_column='label',
+                classes=['0', '1'])
+  c.seq_len = 66  # SST-2's longest training sentence is 52 WordPiece tokens + [CLS]/[SEP]
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.num_epochs = 3
+  c.eval_every = 1000
+  c.checkpoint.every = 1000
+  c.checkpoint.max_to_keep = 1
+  c.mesh.update(data=-1, fsdp=1, tensor=1)
+
+  if arg == 'bilstm':
+    c.model.update(cell='lstm', embed_dim=256, hidden_size=256, num_layers=1, dropout=0.3)
+    c.data.update(tokenizer='wordpiece', vocab_size=16000)
+    c.classifier.update(pooling='mean', dropout_rate=0.3)
+    c.optimizer.update(learning_rate=2e-3, warmup_steps=200, weight_decay=0.01)
+  elif arg == 'scratch':
+    c.model = _bert_model(SCRATCH)
+    c.data.update(tokenizer='wordpiece', vocab_size=16000)
+    c.classifier.update(pooling='first', dropout_rate=0.1)
+    c.optimizer.update(learning_rate=5e-4, warmup_steps=400, weight_decay=0.01)
+  elif arg in ('minilm', 'bert_base'):
+    c.model = _bert_model(MINILM if arg == 'minilm' else BERT_BASE)
+    c.data.update(tokenizer='wordpiece')  # wordpiece_vocab: the model directory
+    c.classifier.update(pooling='mean' if arg == 'minilm' else 'pooler', dropout_rate=0.1)
+    # Fine-tuning: lr 2e-5 .. 5e-5 with linear-ish decay after 10% warmup (BERT's recipe).
+    c.optimizer.update(learning_rate=5e-5 if arg == 'minilm' else 2e-5, warmup_steps=600,
+                       schedule='cosine', weight_decay=0.01, b2=0.999, eps=1e-6,
+                       grad_clip_norm=1.0)
+    c.num_epochs = 3
+    c.seq_len = 66
+  else:  # tiny: the tests' synthetic cue-word task
+    c.data.update(source='synthetic', classes=[], tokenizer='wordpiece', vocab_size=200,
+                  synthetic_lines=256, synthetic_eval_lines=64, pad_multiple=4)
+    c.model.update(cell='lstm', embed_dim=16, hidden_size=16, num_layers=1, dropout=0.0)
+    c.classifier.update(pooling='mean', dropout_rate=0.0)
+    c.optimizer.update(learning_rate=1e-2, warmup_steps=5, weight_decay=0.0)
+    c.seq_len = 16
+    c.batch_size = 16
+    c.eval_batch_size = 16
+    c.num_epochs = 0
+    c.num_train_steps = 60
+    c.eval_every = 60
+    c.log_every = 20
+    c.checkpoint.every = 60
+    c.checkpoint.async_save = False
+  return c
