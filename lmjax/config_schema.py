@@ -328,6 +328,8 @@ def _check_task(config: Any) -> None:
 IGNORED = {('lm', 'synthetic'): ('train', 'eval'), ('lm', 'tfds'): ('train', 'eval'),
            ('translation', 'synthetic'): ('train', 'eval', 'test'),
            ('translation', 'tfds'): ('train', 'eval', 'test')}
+IGNORED[('classify', 'synthetic')] = IGNORED[('translation', 'synthetic')]
+IGNORED[('classify', 'tfds')] = IGNORED[('translation', 'tfds')]
 IGNORED[('ngram', 'synthetic')] = IGNORED[('lm', 'synthetic')]
 IGNORED[('ngram', 'tfds')] = IGNORED[('lm', 'tfds')]
 
@@ -358,10 +360,10 @@ def check_data(config: Any) -> None:
                       f'{d.source!r} reads {hint} data; add --config.data.source=text to '
                       f'read the file')
   if d.get('spm_model'):
-    if d.tokenizer == 'word':
-      raise UserError(f'config.data.spm_model={d.spm_model!r} is ignored by '
-                      "config.data.tokenizer='word'; set config.data.tokenizer=sentencepiece "
-                      'to use it')
+    if d.tokenizer in ('word', 'wordpiece'):
+      raise UserError(f'config.data.spm_model={d.spm_model!r} is a SentencePiece model, '
+                      f'ignored by config.data.tokenizer={d.tokenizer!r}; set '
+                      'config.data.tokenizer=sentencepiece to use it')
     _check_file(d.spm_model, 'spm_model')
   if d.source != 'text':
     if config.task != 'translation' and d.get('test'):

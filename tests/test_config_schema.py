@@ -65,7 +65,7 @@ BAD = [
     (LM, 'data.eval_fraction', 1.5, 'must be in [0, 1)'),
     (LM, 'data.eval_fraction', 1.0, 'must be in [0, 1)'),
     (LM, 'data.source', 'web', "one of 'synthetic', 'text', 'tfds'"),
-    (LM, 'data.tokenizer', 'bpe', "one of 'word', 'sentencepiece', 'char'"),
+    (LM, 'data.tokenizer', 'bpe', "one of 'word', 'sentencepiece', 'char', 'wordpiece'"),
     (LM, 'data.spm_type', 'wordpiece', "'unigram', 'bpe'"),
     (LM, 'data.synthetic_lines', 0, 'must be positive'),
     (LM, 'batch_size', 0, 'must be positive'),
