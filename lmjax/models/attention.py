@@ -218,6 +218,10 @@ class MultiHeadAttention(nn.Module):
   param_dtype: DType = jnp.float32
   init_scale: float = 1.0
   custom_vjp: Any = 'auto'  # of the projections' matmuls, see `use_custom_vjp`
+  # Biases on the Q/K/V and output projections (BERT): 'bias_query', 'bias_key', 'bias_value'
+  # [H, K] and 'bias_out' [D], zero-initialised and declared after the kernels, so that a model
+  # without them keeps its parameters and their init values.
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x_q: Array, x_kv: Optional[Array], mask: Optional[Array], *,
@@ -238,9 +242,18 @@ class MultiHeadAttention(nn.Module):
     w_k = proj('key', ('embed', 'heads', 'kv'), (d_model, h, k), 0, (1, 2))
     w_v = proj('value', ('embed', 'heads', 'kv'), (d_model, h, k), 0, (1, 2))
     w_o = proj('out', ('heads', 'kv', 'embed'), (h, k, d_model), (0, 1), 2)
+    bias = lambda name, axes, shape: (self.param(
+        name, nn.with_logical_partitioning(nn.initializers.zeros, axes), shape,
+        self.param_dtype) if self.use_bias else 0.0)
+    b_q = bias('bias_query', ('heads', 'kv'), (h, k))
+    b_k = bias('bias_key', ('heads', 'kv'), (h, k))
+    b_v = bias('bias_value', ('heads', 'kv'), (h, k))
+    b_o = bias('bias_out', ('embed',), (d_model,))
 
     mm = lambda eq, a, b: matmul(eq, a, b, self.compute_dtype, custom_vjp=self.custom_vjp)
     q = mm('btd,dhk->bthk', x_q, w_q)  # [B, T, H, K]
+    if self.use_bias:
+      q = q + b_q
     q = nn.with_logical_constraint(q, ('batch', 'length', 'heads', 'kv'))
     if self.rotary:
       q = rotary(q, q_positions)
@@ -251,6 +264,9 @@ class MultiHeadAttention(nn.Module):
     else:
       key = mm('bsd,dhk->bshk', x_kv, w_k)  # [B, S, H, K]
       v = mm('bsd,dhk->bhsk', x_kv, w_v)  # [B, H, S, K]
+      if self.use_bias:
+        key = key + b_k
+        v = v + b_v[:, None, :]  # [H, 1, K]
       if self.rotary:
         key = rotary(key, kv_positions)
       key = jnp.transpose(key, (0, 2, 3, 1))  # [B, H, K, S]
@@ -270,6 +286,8 @@ class MultiHeadAttention(nn.Module):
                                 dropout_rate=self.dropout_rate,
                                 dropout_rng=dropout_rng)  # [B, T, H, K]
     out = mm('bthk,hkd->btd', out, w_o)  # [B, T, D]
+    if self.use_bias:
+      out = out + b_o
     out = nn.with_logical_constraint(out, ('batch', 'length', 'embed'))
     return out, cache
 
@@ -282,8 +300,11 @@ def project_kv(params: dict, x_kv: Array, compute_dtype: DType = jnp.float32, *,
   projected once per sentence instead of once per generated token.
   """
   mm = lambda eq, w: matmul(eq, x_kv, w, compute_dtype, custom_vjp=custom_vjp)
-  return {'k': mm('bsd,dhk->bhks', params['key']),  # [B, H, K, S]
-          'v': mm('bsd,dhk->bhsk', params['value'])}  # [B, H, S, K]
+  k = mm('bsd,dhk->bhks', params['key'])  # [B, H, K, S]
+  v = mm('bsd,dhk->bhsk', params['value'])  # [B, H, S, K]
+  if 'bias_key' in params:  # use_bias
+    k, v = k + params['bias_key'][:, :, None], v + params['bias_value'][:, None, :]
+  return {'k': k, 'v': v}
 
 
 # ----------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Axis legend (shape comments and einsum strings):
 What lives here, once: LayerNorm (`layer_norm`), token embedding plus learned or sinusoidal
 positions (`embedding_param`, `position_param`, `embed`), the logits head tied to the
 embedding or not (`logits_param`, `logits`), the position-wise MLP (`Mlp`), the self-attention
-block (`Block`: causal for a decoder, bidirectional for an encoder, the mask says which), the
+block (`Block`: causal for a decoder, bidirectional for an encoder, the mask says which; pre-
+or post-LayerNorm), the
 layer stack (`layer_stack` / `apply_stack`: one scanned body or a list of layers, with the
 remat policies of `REMAT_POLICIES`), `unstack_layers` for decoding and the mask of a cached
 decoding step (`decode_mask`).
@@ -52,6 +53,11 @@ class LayerConfig:
   compute_dtype: Any = jnp.float32  # matmul input dtype; accumulation is always float32
   param_dtype: Any = jnp.float32
   custom_vjp: bool = True  # resolved (attention.use_custom_vjp) by the model at trace time
+  # BERT's options (the defaults are the pre-LN GPT-style block the other models use):
+  attention_bias: bool = False  # biases on the Q/K/V/out projections
+  post_ln: bool = False  # LN(x + Attn(x)), LN(x + MLP(x)) (Devlin et al. 2019) instead of pre-LN
+  layer_norm_eps: float = 1e-5
+  gelu_approximate: bool = True  # tanh GELU; False: the exact erf GELU (BERT)
 
   @property
   def head_dim(self) -> int:
@@ -63,10 +69,10 @@ class LayerConfig:
 # ----------------------------------------------------------------------------------------
 
 
-def layer_norm(name: Optional[str] = None) -> nn.LayerNorm:
+def layer_norm(name: Optional[str] = None, epsilon: float = 1e-5) -> nn.LayerNorm:
   """LayerNorm over D with logically partitioned scale and bias."""
   return nn.LayerNorm(
-      name=name, epsilon=1e-5,
+      name=name, epsilon=epsilon,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
 
@@ -97,14 +103,16 @@ def position_param(module: nn.Module, max_len: int, d_model: int, param_dtype: A
 
 
 def embed(table: Array, tokens: Array, positions: Array, position: str,
-          pos_table: Optional[Array] = None) -> Array:
+          pos_table: Optional[Array] = None, *, scale: bool = True) -> Array:
   """tokens [B, T] -> √D · table[tokens] + positions, [B, T, D] float32 (before dropout).
 
   position: 'learned' (rows of pos_table), 'sinusoidal', or anything else for none here
-  (rotary positions enter inside attention).
+  (rotary positions enter inside attention). scale=False: no √D factor (BERT).
   """
   d_model = table.shape[-1]
-  x = jnp.take(table, tokens, axis=0) * np.sqrt(d_model)  # [B, T, D]
+  x = jnp.take(table, tokens, axis=0)  # [B, T, D]
+  if scale:
+    x = x * np.sqrt(d_model)
   if position == 'learned':
     x = x + jnp.take(pos_table, positions, axis=0)
   elif position == 'sinusoidal':
@@ -152,7 +160,7 @@ class Mlp(nn.Module):
                                            custom_vjp=cfg.custom_vjp)
     h = mm('btd,df->btf', x, w_in) + b_in  # [B, T, F]
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
-    h = jax.nn.gelu(h, approximate=True)
+    h = jax.nn.gelu(h, approximate=cfg.gelu_approximate)
     h = nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
     return mm('btf,fd->btd', h, w_out) + b_out  # [B, T, D]
 
@@ -162,7 +170,7 @@ def attention_layer(cfg: LayerConfig, name: str) -> attention.MultiHeadAttention
   return attention.MultiHeadAttention(
       num_heads=cfg.num_heads, head_dim=cfg.head_dim, dropout_rate=cfg.attention_dropout_rate,
       rotary=cfg.rotary, compute_dtype=cfg.compute_dtype, param_dtype=cfg.param_dtype,
-      custom_vjp=cfg.custom_vjp, name=name)
+      custom_vjp=cfg.custom_vjp, use_bias=cfg.attention_bias, name=name)
 
 
 class Block(nn.Module):
@@ -170,6 +178,7 @@ class Block(nn.Module):
 
   One block for a causal decoder and a bidirectional encoder: the caller's mask [B, 1, T, S]
   decides. With a cache (decoding), this chunk's keys/values are written at cache_index.
+  config.post_ln: LN(x + Attn(x)), then LN(x + MLP(x)) (BERT); same parameter names.
   """
   config: LayerConfig
   deterministic: bool = True
@@ -179,15 +188,22 @@ class Block(nn.Module):
                cache_index: Optional[Array]):
     cfg = self.config
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))  # [B, T, D]
-    h = layer_norm('ln_attn')(x)
+    drop = lambda h: nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
+    ln_attn = layer_norm('ln_attn', cfg.layer_norm_eps)
+    h = x if cfg.post_ln else ln_attn(x)
     h, cache = attention_layer(cfg, 'attn')(
         # Keys are projected from this chunk only (earlier ones are in the cache), so
         # their rotary positions are the queries' positions.
         h, h, mask, q_positions=positions, kv_positions=positions,
         cache=cache, cache_index=cache_index, deterministic=self.deterministic)
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-    h = Mlp(cfg, self.deterministic, name='mlp')(layer_norm('ln_mlp')(x))
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
+    x = x + drop(h)
+    if cfg.post_ln:
+      x = ln_attn(x)  # [B, T, D]
+    ln_mlp = layer_norm('ln_mlp', cfg.layer_norm_eps)
+    h = Mlp(cfg, self.deterministic, name='mlp')(x if cfg.post_ln else ln_mlp(x))
+    x = x + drop(h)
+    if cfg.post_ln:
+      x = ln_mlp(x)
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed')), cache
 
 
