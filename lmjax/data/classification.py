@@ -299,9 +299,10 @@ def map_labels(table: Table, cfg: Any, classes: Optional[tuple]) -> np.ndarray:
 
 
 def _truncate_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
-  """Longest-first: drop a token from the longer side until both fit in budget."""
+  """Longest-first: drop a token from the longer side (the second on a tie, as the Hugging Face
+  library does) until both fit in budget."""
   while la + lb > budget:
-    if la >= lb:
+    if la > lb:
       la -= 1
     else:
       lb -= 1
