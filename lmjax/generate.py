@@ -5,7 +5,10 @@
 
 Reads the config and tokenizer saved with the run (no data files needed) and decodes
 incrementally (lmjax.decoding.generate_from_family): a Transformer LM over a preallocated
-key/value cache, an RNN LM from its carried recurrent state.
+key/value cache, an RNN LM from its carried recurrent state. Each output is the prompt and its
+continuation decoded together by the run's tokenizer (so character and subword models are not
+split by spaces); it ends at the model's end of line unless --nostop_at_eos. Prompt words the
+vocabulary does not know are named in a warning (they read as <unk>).
 """
 
 import os
@@ -25,6 +28,9 @@ flags.DEFINE_float('top_p', 1.0, 'Nucleus sampling: the smallest set with this m
 flags.DEFINE_integer('num_samples', 1, 'Continuations to sample (one batch).')
 flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+flags.DEFINE_bool('stop_at_eos', True, 'End each sample at the end of its line (the <eos> the '
+                  'model was trained to emit after every line); --nostop_at_eos prints all '
+                  '--max_new_tokens, one output line per generated line.')
 FLAGS = flags.FLAGS
 
 
@@ -45,6 +51,8 @@ def main(argv):
     raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
   if FLAGS.max_new_tokens < 1:
     raise UserError('--max_new_tokens must be at least 1')
+  if FLAGS.num_samples < 1:
+    raise UserError('--num_samples must be at least 1')
   if FLAGS.temperature < 0 or not 0 < FLAGS.top_p <= 1 or FLAGS.top_k < 0:
     raise UserError('--temperature must be >= 0, --top_p in (0, 1], --top_k >= 0')
   import jax
@@ -54,6 +62,11 @@ def main(argv):
   family, params, tok, step = load_for_generation(FLAGS.workdir, FLAGS.step)
   cfg = family.config
   prompt_ids = [tok.eos_id] + tok.encode(FLAGS.prompt)  # lines follow <eos> in training
+  unk = getattr(tok, 'unk_id', None)
+  if unk is not None and unk in prompt_ids[1:]:
+    words = [w for w in FLAGS.prompt.split() if unk in tok.encode(w)]
+    print(f'warning: --prompt: {len(words)} word(s) are not in the vocabulary and read as '
+          f'<unk>: {", ".join(words)}', file=sys.stderr)
   total = len(prompt_ids) + FLAGS.max_new_tokens
   if getattr(cfg, 'position', None) == 'learned' and total > cfg.max_len:
     raise UserError(f'prompt ({len(prompt_ids)} tokens) + --max_new_tokens exceeds the '
@@ -64,9 +77,15 @@ def main(argv):
       temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p)
   print(f'# checkpoint step {step}', file=sys.stderr)
   for row in np.asarray(out).tolist():
-    if tok.eos_id in row:
-      row = row[:row.index(tok.eos_id)]
-    print((FLAGS.prompt + ' ' if FLAGS.prompt else '') + tok.decode(row))
+    lines = [prompt_ids[1:]]  # the prompt and its continuation are joined by the tokenizer
+    for t in row:
+      if t == tok.eos_id:
+        if FLAGS.stop_at_eos:
+          break
+        lines.append([])
+      else:
+        lines[-1].append(t)
+    print('\n'.join(tok.decode(ids) for ids in lines))
 
 
 if __name__ == '__main__':

@@ -39,9 +39,7 @@ def main(argv):
   if FLAGS.input:
     lines = text.read_lines(FLAGS.input, what='--input')
   else:
-    lines = sys.stdin.read().split('\n')
-    if lines and lines[-1] == '':
-      lines.pop()
+    lines = text.read_stdin_lines()
   refs = None
   if FLAGS.reference:
     refs = text.read_lines(FLAGS.reference, what='--reference')

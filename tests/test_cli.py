@@ -50,6 +50,64 @@ def test_generate_from_the_latest_checkpoint(trained):
   assert len(outs) == 2 and all(o.startswith('the old king') for o in outs)
 
 
+def test_generate_names_unknown_prompt_words_and_can_run_past_the_line_end(trained):
+  wd, _ = trained
+  import jax
+  import numpy as np
+  from lmjax import checkpoint, decoding
+  _, family, params, tok, _ = checkpoint.load_trained(wd)
+  prompt = [tok.eos_id] + tok.encode('the zebra king')
+  # A seed whose sample crosses a line end, found in this process with the CLI's own sampler.
+  for seed in range(50):
+    row = np.asarray(decoding.generate_from_family(
+        family, params, np.asarray([prompt], np.int32), jax.random.PRNGKey(seed), 40,
+        temperature=1.0))[0].tolist()
+    if tok.eos_id in row[:-1]:
+      break
+  assert tok.eos_id in row[:-1]
+  proc = run('lmjax.generate', f'--workdir={wd}', '--prompt=the zebra king', f'--seed={seed}',
+             '--max_new_tokens=40', '--nostop_at_eos')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  warn = [l for l in proc.stderr.splitlines() if l.startswith('warning: ')]
+  assert len(warn) == 1 and 'zebra' in warn[0] and 'king' not in warn[0], proc.stderr
+  segments, ids = [], prompt[1:] + row
+  while tok.eos_id in ids:
+    segments.append(ids[:ids.index(tok.eos_id)])
+    ids = ids[ids.index(tok.eos_id) + 1:]
+  segments.append(ids)
+  assert proc.stdout == '\n'.join(tok.decode(x) for x in segments) + '\n'
+  assert proc.stdout.startswith('the <unk> king') and len(proc.stdout.splitlines()) > 1
+  # By default it stops at the first line end.
+  first = run('lmjax.generate', f'--workdir={wd}', '--prompt=the zebra king', f'--seed={seed}',
+              '--max_new_tokens=40')
+  assert first.stdout == tok.decode(segments[0]) + '\n'
+
+
+def test_generate_joins_prompt_and_continuation_by_the_tokenizer(tmp_path):
+  """A character model continues 'th' as characters: no space is put after the prompt."""
+  wd = str(tmp_path / 'char')
+  proc = run('lmjax.main', '--config=experiments/tinyshakespeare.py:tiny', f'--workdir={wd}',
+             '--config.data.source=synthetic', '--config.num_train_steps=2',
+             '--config.eval_every=2', '--config.checkpoint.every=2', '--config.mesh.data=1',
+             '--config.sample.num_samples=0')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  gen = run('lmjax.generate', f'--workdir={wd}', '--prompt=th', '--temperature=0',
+            '--max_new_tokens=6')
+  assert gen.returncode == 0, gen.stderr[-3000:]
+  # Independently: the greedy continuation in this process, decoded with the prompt in one go.
+  import jax
+  import numpy as np
+  from lmjax import checkpoint, decoding
+  _, family, params, tok, _ = checkpoint.load_trained(wd)
+  prompt = [tok.eos_id] + tok.encode('th')
+  cont = np.asarray(decoding.generate_from_family(
+      family, params, np.asarray([prompt], np.int32), jax.random.PRNGKey(0), 6,
+      temperature=0.0))[0].tolist()
+  cont = cont[:cont.index(tok.eos_id)] if tok.eos_id in cont else cont
+  assert gen.stdout == tok.decode(prompt[1:] + cont) + '\n'
+  assert tok.decode(prompt[1:] + cont).startswith('th') and len(cont) > 0
+
+
 def test_bad_overrides_fail_in_one_line(tmp_path):
   line = one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={tmp_path}',
                             '--config.model.num_lyers=3'), 'num_lyers', 'num_layers')

@@ -80,3 +80,29 @@ def test_checkpoint_whose_vocabulary_does_not_match_the_tokenizer(trained, tmp_p
                  'vocabulary')
   one_line_error(run('lmjax.main', f'--config={TINY}', f'--workdir={swapped}'), 'vocabulary')
   assert listing(swapped) == before
+
+
+def run_bytes(module, *args, stdin: bytes):
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env, input=stdin,
+                        capture_output=True, timeout=300)
+
+
+def test_stdin_reads_like_a_file(trained, tmp_path):
+  """UTF-8 with the same one-line errors, a BOM stripped, empty and blank-only alike."""
+  wd, _ = trained
+  src = '\n'.join(s for s, _ in synthetic.generate_pairs(3, 7)) + '\n'
+  plain = run_bytes('lmjax.translate', f'--workdir={wd}', stdin=src.encode())
+  bom = run_bytes('lmjax.translate', f'--workdir={wd}', stdin=b'\xef\xbb\xbf' + src.encode())
+  assert plain.returncode == bom.returncode == 0, bom.stderr[-3000:]
+  assert bom.stdout == plain.stdout and len(plain.stdout.splitlines()) == 3
+  for data, needle in ((b'the dog \xe9 runs .\n', 'not UTF-8'), (b'', 'is empty'),
+                       (b'\n  \n', 'only blank lines')):
+    p = run_bytes('lmjax.translate', f'--workdir={wd}', stdin=data)
+    lines = p.stderr.decode().strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr[-3000:]
+    assert lines[0].startswith('error: standard input') and needle in lines[0], lines
+    (tmp_path / 'in.txt').write_bytes(data)
+    f = run_bytes('lmjax.translate', f'--workdir={wd}', f'--input={tmp_path / "in.txt"}',
+                  stdin=b'')
+    assert f.returncode == 2 and needle in f.stderr.decode(), f.stderr[-3000:]

@@ -9,6 +9,7 @@ editor shows and nothing else (form feeds, U+2028, …) splits it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
 
 from lmjax.errors import UserError
@@ -50,20 +51,30 @@ def read_lines(path: str | os.PathLike, *, what: str = 'data file') -> list[str]
     raise UserError(f'{what} not found: {path}') from None
   except OSError as e:
     raise UserError(f'cannot read {what} {path}: {e.strerror or e}') from None
+  return decode_lines(data, f'{what} {path}')
+
+
+def read_stdin_lines(what: str = 'standard input') -> list[str]:
+  """Standard input read exactly as read_lines reads a file (UTF-8, BOM, the same errors)."""
+  return decode_lines(sys.stdin.buffer.read(), what)
+
+
+def decode_lines(data: bytes, what: str) -> list[str]:
+  """UTF-8 bytes -> lines; `what` names the input in the one-line errors."""
   if not data:
-    raise UserError(f'{what} {path} is empty (0 bytes)')
+    raise UserError(f'{what} is empty (0 bytes)')
   try:
     text = data.decode('utf-8')
   except UnicodeDecodeError as e:
     # Decoding the whole buffer at once is fast; only on failure count the lines up to the bad byte.
     line = data.count(b'\n', 0, e.start) + 1
-    raise UserError(f'{what} {path} is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} '
+    raise UserError(f'{what} is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} '
                     f'(line {line}): {e.reason}') from None
   del data
   if text.startswith(_BOM):
     text = text[1:]
   if not text or text.isspace():
-    raise UserError(f'{what} {path} has only blank lines')
+    raise UserError(f'{what} has only blank lines')
   return split_lines(text)
 
 
