@@ -297,3 +297,18 @@ def test_classify_cli_prints_labels_and_probabilities(trained, tmp_path):
     classify.split_examples(['fine', '  '], False, 'standard input')
   with pytest.raises(UserError, match='line 1: a tab, but the model classifies single'):
     classify.split_examples(['a\tb'], False, 'standard input')
+
+
+def test_bert_encoder_under_the_same_head():
+  c = tiny()
+  scratch = config_base.load_experiment('sst2.py', 'scratch').model.to_dict()
+  c.model = ml_collections.ConfigDict(dict(scratch, d_model=16, num_heads=2, num_layers=1,
+                                           d_ff=32, max_len=16))
+  c.classifier.pooling = 'pooler'
+  run = steps.prepare(c, None, devices=jax.devices()[:1])
+  state = run.init()
+  params = state['params']
+  assert set(params) == {'encoder', 'classifier'}  # the MLM head is not part of a classifier
+  assert params['classifier']['dense']['kernel'].shape == (16, 2)
+  state, out = run.train_step(state, next(run.task.train_iterator()))
+  assert np.isfinite(float(out['loss']))

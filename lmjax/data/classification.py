@@ -358,9 +358,6 @@ class Data:
 def load_classification_data(cfg: Any, max_len: int, workdir: Optional[str]) -> Data:
   """Reads, checks and tokenizes every split (the tokenizer is built from the training
   text unless one is given or saved in the workdir)."""
-  if max_len < 4:
-    raise UserError(f'config.seq_len={max_len}: a classification example needs at least 4 '
-                    'tokens ([CLS] a [SEP] b [SEP] minus nothing)')
   tables = {s: read_table(cfg, s) for s in ('train', 'eval', 'test')}
   train = tables['train']
   classes = None if cfg.regression else class_list(cfg, train)

@@ -72,21 +72,29 @@ class ClassifyTask:
   metrics = {'accuracy': 'max', 'macro_f1': 'max', 'mcc': 'max', 'f1': 'max', 'loss': 'min',
              'pearson': 'max', 'spearman': 'max', 'mse': 'min'}
 
+  @staticmethod
+  def check_config(config: Any) -> None:
+    """Config errors before any data is read (lmjax.config_schema calls it too)."""
+    models.check_model_config(config.model, config.seq_len)
+    if config.classifier.pooling not in POOLINGS:
+      raise UserError(f'config.classifier.pooling: {config.classifier.pooling!r} is not one '
+                      f'of {POOLINGS}')
+    regression = bool(config.data.regression)
+    best = config.checkpoint.best_metric
+    if best in (CLASS_METRICS if regression else REGRESSION_METRICS):
+      raise UserError(f'config.checkpoint.best_metric={best!r} is not reported for '
+                      f'{"regression" if regression else "classification"} '
+                      f'(config.data.regression={regression})')
+    if config.seq_len < 4:
+      raise UserError(f'config.seq_len={config.seq_len}: a classification example needs at '
+                      'least 4 tokens ([CLS] a [SEP] and one more)')
+
   def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
                source_vocab_size: int = 0):
     del source_vocab_size
-    base.check_common(config)
-    models.check_model_config(config.model, config.seq_len)
+    self.check_config(config)
     c, d = config.classifier, config.data
-    if c.pooling not in POOLINGS:
-      raise UserError(f'config.classifier.pooling: {c.pooling!r} is not one of {POOLINGS}')
     self.config, self.regression = config, bool(d.regression)
-    best = config.checkpoint.best_metric
-    wrong = CLASS_METRICS if self.regression else REGRESSION_METRICS
-    if best in wrong:
-      raise UserError(f'config.checkpoint.best_metric={best!r} is not reported for '
-                      f'{"regression" if self.regression else "classification"} '
-                      f'(config.data.regression={self.regression})')
     if vocab_size is None:  # read the data
       self.data = cls_data.load_classification_data(d, config.seq_len, workdir)
       tok, classes = self.data.tokenizer, self.data.classes
