@@ -18,12 +18,18 @@ from absl import flags
 from lmjax import cli
 from lmjax.errors import UserError
 
-flags.DEFINE_string('workdir', None, 'An lmjax workdir holding a BERT checkpoint.')
-flags.DEFINE_string('out', None, 'The Hugging Face directory to create (must not exist or be '
-                    'empty).')
-flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest that restores).')
-flags.DEFINE_string('tokenizer_dir', None, 'Copy the tokenizer files from here instead of '
-                    'DIR/tokenizer.')
+
+def define_flags() -> None:
+  """The command line flags (defined only when run as a program, so that the functions
+  here can be imported beside other tools' flags)."""
+  flags.DEFINE_string('workdir', None, 'An lmjax workdir holding a BERT checkpoint.')
+  flags.DEFINE_string('out', None, 'The Hugging Face directory to create (must not exist or be '
+                      'empty).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest that restores).')
+  flags.DEFINE_string('tokenizer_dir', None, 'Copy the tokenizer files from here instead of '
+                      'DIR/tokenizer.')
+
+
 FLAGS = flags.FLAGS
 
 
@@ -68,33 +74,39 @@ def _restore_params(workdir: str, step):
   return meta['config']['model'], nn.meta.unbox(out['params']), tok, step, False
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
-    raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
-  if not FLAGS.out:
-    raise UserError('--out is required')
-  out = FLAGS.out
+def export_dir(workdir: str, out: str, step=None, tokenizer_dir=None, say=print) -> list:
+  """Exports a BERT workdir's checkpoint to the Hugging Face directory out; the files written."""
+  if not workdir or not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir}: no such directory')
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise UserError(f'--out {out}: exists and is not an empty directory (nothing was written)')
-  if FLAGS.tokenizer_dir and not os.path.isdir(FLAGS.tokenizer_dir):
-    raise UserError(f'--tokenizer_dir {FLAGS.tokenizer_dir}: no such directory')
+  if tokenizer_dir and not os.path.isdir(tokenizer_dir):
+    raise UserError(f'--tokenizer_dir {tokenizer_dir}: no such directory')
   from lmjax import hf  # pylint: disable=g-import-not-at-top
-  model, params, tok, step, verified = _restore_params(FLAGS.workdir, FLAGS.step)
+  model, params, tok, step, verified = _restore_params(workdir, step)
   if model.get('name') != 'bert':
-    raise UserError(f'--workdir {FLAGS.workdir}: model {model.get("name")!r} is not a BERT '
+    raise UserError(f'--workdir {workdir}: model {model.get("name")!r} is not a BERT '
                     "(config.model.name='bert')")
-  if FLAGS.tokenizer_dir:
-    written = hf.save(params, model, out, tokenizer_dir=FLAGS.tokenizer_dir)
+  if tokenizer_dir:
+    written = hf.save(params, model, out, tokenizer_dir=tokenizer_dir)
   else:
     written = hf.save(params, model, out, tokenizer=tok)
   left = hf.not_exported(params)
-  print(f'exported step {step} of {FLAGS.workdir} to {out}: {", ".join(written)}'
-        + ('' if verified else ' (parameters read by path; checksum not verified)'))
+  say(f'exported step {step} of {workdir} to {out}: {", ".join(written)}'
+      + ('' if verified else ' (parameters read by path; checksum not verified)'))
   if left:
-    print(f'not exported (no Hugging Face BERT name): {", ".join(left)}')
+    say(f'not exported (no Hugging Face BERT name): {", ".join(left)}')
+  return written
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.out:
+    raise UserError('--out is required')
+  export_dir(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.tokenizer_dir)
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

@@ -24,11 +24,17 @@ from absl import flags
 from lmjax import cli
 from lmjax.errors import UserError
 
-flags.DEFINE_string('model_dir', None, 'A Hugging Face BERT directory (config.json, '
-                    'model.safetensors, tokenizer files).')
-flags.DEFINE_string('workdir', None, 'The lmjax workdir to create (must not exist or be empty).')
-flags.DEFINE_bool('scan_layers', True, 'config.model.scan_layers of the imported model.')
-flags.DEFINE_integer('seed', 0, 'config.seed (the MLM head of a model that has none).')
+
+def define_flags() -> None:
+  """The command line flags (defined only when run as a program, so that the functions
+  here can be imported beside other tools' flags)."""
+  flags.DEFINE_string('model_dir', None, 'A Hugging Face BERT directory (config.json, '
+                      'model.safetensors, tokenizer files).')
+  flags.DEFINE_string('workdir', None, 'The lmjax workdir to create (must not exist or be empty).')
+  flags.DEFINE_bool('scan_layers', True, 'config.model.scan_layers of the imported model.')
+  flags.DEFINE_integer('seed', 0, 'config.seed (the MLM head of a model that has none).')
+
+
 FLAGS = flags.FLAGS
 
 TOKENIZER_KIND = 'wordpiece'  # config.data.tokenizer
@@ -131,4 +137,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)
