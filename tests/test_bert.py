@@ -65,7 +65,7 @@ def test_padding_does_not_change_real_tokens_and_bare_inputs_work():
 
 def test_pre_ln_rotary_no_token_types_no_pooler_bfloat16():
   fam = family(norm='pre', position='rotary', type_vocab_size=0, pooler=False,
-               dtype='bfloat16', remat='full', gelu='tanh')
+               dtype='bfloat16', gelu='tanh')
   v = params_of(fam)
   enc = v['params']['encoder']
   assert 'ln_final' in enc and 'pooler' not in enc
