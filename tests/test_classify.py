@@ -196,7 +196,7 @@ def test_rnn_encoder_masks_padding_in_both_directions():
 
 
 def test_label_batch_placed_on_an_8_device_mesh():
-  c = tiny()
+  c = tiny(pad_multiple=16)  # every batch [B, seq_len]: one shape to compile
   c.mesh.update(data=8, fsdp=1, tensor=1)
   run = steps.prepare(c, None, devices=jax.devices()[:8])
   batch = next(run.task.train_iterator())
@@ -222,7 +222,7 @@ def test_label_batch_placed_on_an_8_device_mesh():
 
 
 def test_regression_report_matches_the_predictions():
-  c = tiny(regression=True)
+  c = tiny(regression=True, pad_multiple=16)
   c.checkpoint.best_metric, c.checkpoint.best_mode = 'pearson', 'max'
   run = steps.prepare(c, None, devices=jax.devices()[:2])
   assert run.batch_spec['labels'].dtype == jnp.float32
@@ -300,7 +300,7 @@ def test_classify_cli_prints_labels_and_probabilities(trained, tmp_path):
 
 
 def test_bert_encoder_under_the_same_head():
-  c = tiny()
+  c = tiny(pad_multiple=16)
   scratch = config_base.load_experiment('sst2.py', 'scratch').model.to_dict()
   c.model = ml_collections.ConfigDict(dict(scratch, d_model=16, num_heads=2, num_layers=1,
                                            d_ff=32, max_len=16))

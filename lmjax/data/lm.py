@@ -125,6 +125,11 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
       if given.fingerprint() != tok.fingerprint():
         raise UserError(f'config.data.spm_model={cfg.spm_model} does not match the tokenizer '
                         f'saved with the checkpoints in {saved}')
+    if cfg.get('wordpiece_vocab') and cfg.get('tokenizer') == 'wordpiece':
+      given = tokenizers.WordPieceTokenizer.from_pretrained(cfg.wordpiece_vocab)
+      if given.fingerprint() != tok.fingerprint():
+        raise UserError(f'config.data.wordpiece_vocab={cfg.wordpiece_vocab} does not match the '
+                        f'tokenizer saved with the checkpoints in {saved}')
     return tok
   kind = cfg.tokenizer
   if kind == 'word':
