@@ -428,18 +428,19 @@ def saved_config(saved: dict) -> Any:
 
 
 def _load_tokenizer(workdir: str, mngr, step: int, meta: dict):
-  """WORKDIR/tokenizer, or the checkpoint's own copy when that is missing, unreadable or not the
-  one the checkpoint was trained with (one warning)."""
+  """WORKDIR/tokenizer, or the checkpoint's own copy when that is missing or unreadable (one
+  warning); a readable tokenizer that is not the checkpoint's is refused in one line."""
   from lmjax.data import tokenizers  # pylint: disable=g-import-not-at-top
   tok_dir = os.path.join(workdir, 'tokenizer')
   problem = 'missing'
   if os.path.exists(os.path.join(tok_dir, 'tokenizer.json')):
     try:
       tok = tokenizers.load_tokenizer(tok_dir)
+    except Exception as e:  # pylint: disable=broad-except  (garbled: use the checkpoint's copy)
+      problem = f'unreadable ({_first_line(e)})'
+    else:  # a readable tokenizer of another run is the user's to sort out: refuse
       check_meta(meta, tok.vocab_size, tok.fingerprint(), tok_dir)
       return tok
-    except Exception as e:  # pylint: disable=broad-except  (garbled: use the checkpoint's copy)
-      problem = f'unusable ({_first_line(e)})'
   try:
     with _quiet_closed_loop_callbacks():
       payload = mngr.restore(step, args=ocp.args.Composite(

@@ -301,24 +301,7 @@ def _check_task(config: Any) -> None:
     raise UserError(f'config.checkpoint.best_mode={mode!r}: {best} is better when '
                     f'{"lower" if task.metrics[best] == "min" else "higher"} '
                     f'(best_mode={task.metrics[best]!r})')
-  if config.task == 'ngram':
-    if config.model.name != 'kneser_ney':
-      raise UserError(f'config.model.name={config.model.name!r}: config.task=\'ngram\' fits '
-                      "'kneser_ney'")
-    return
-  from lmjax import models  # pylint: disable=g-import-not-at-top
-  models.check_model_config(config.model, config.seq_len)
-  if config.task == 'translation':
-    d = config.data
-    if d.source_lang == d.target_lang:
-      raise UserError(f'config.data.source_lang and target_lang are both {d.source_lang!r}')
-    for field in ('max_source_len', 'max_target_len'):
-      if d[field] > config.seq_len:
-        raise UserError(f'config.data.{field}={d[field]} must be in [2, '
-                        f'config.seq_len={config.seq_len}]')
-    if d.packing and not models.accepts_packing(config.model):
-      raise UserError(f'config.data.packing=True: model {config.model.name!r} takes one pair '
-                      'per row; set config.data.packing=False')
+  task.check_config(config)  # the task's own rules (its model, its data fields)
 
 
 # --- data files ---

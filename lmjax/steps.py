@@ -22,11 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax import optim, sharding, tasks
-from lmjax.errors import UserError
-
-LOSS_NORMALIZATIONS = ('tokens', 'sequences')
-
+from lmjax import config_schema, optim, sharding, tasks
 
 def make_steps(task: Any, tx, schedule, config: Any, batch_axes: dict):
   """Pure train and eval steps over the state dict, from task.loss.
@@ -45,11 +41,8 @@ def make_steps(task: Any, tx, schedule, config: Any, batch_axes: dict):
   it equals the update of the whole batch. batch_axes: {key: logical axes} of the batch spec;
   entries without a leading 'batch' axis go to every microbatch whole.
   """
-  m, norm_kind = int(config.grad_accum_steps), config.loss_normalization
+  m, norm_kind = int(config.grad_accum_steps), config.loss_normalization  # checked: schema
   debug_nan_at_step = int(config.debug_nan_at_step)
-  if norm_kind not in LOSS_NORMALIZATIONS:
-    raise UserError(f'config.loss_normalization: {norm_kind!r} is not one of '
-                    f'{LOSS_NORMALIZATIONS}')
   batched = {k for k, axes in batch_axes.items() if axes[:1] == ('batch',)}
 
   def objective(params, batch, carry, rng):
@@ -139,7 +132,9 @@ def sharded_state(task: Any, tx, mesh, rules: tuple, seed: int):
 
   rng0 = jax.random.PRNGKey(seed)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    param_sharding = sharding.logical_to_sharding(jax.eval_shape(boxed_params, rng0), mesh, rules)
+    boxed = jax.eval_shape(boxed_params, rng0)
+    config_schema.check_param_shardings(boxed, mesh, rules)  # one line, not IndivisibleError
+    param_sharding = sharding.logical_to_sharding(boxed, mesh, rules)
     state_shapes = jax.eval_shape(init_fn, rng0)
   repl = sharding.replicated(mesh)
   state_sharding = {
@@ -250,15 +245,10 @@ def prepare(config: Any, workdir: str | None, devices: Any = None,
             vocab_size: int | None = None, source_vocab_size: int = 0) -> Run:
   """Config checks, mesh, task (its data unless vocab_size is given: shapes only, as
   lmjax.plan needs), optimizer, sharded state layout and jitted steps; nothing compiled yet."""
+  config_schema.check(config, len(devices) if devices is not None else jax.device_count(),
+                      data=vocab_size is None)
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.logical_axis_rules)
-  sharding.check_batch(config.batch_size, mesh)
-  sharding.check_batch(config.eval_batch_size, mesh, 'config.eval_batch_size')
-  accum, dp = int(config.grad_accum_steps), sharding.data_parallel_size(mesh)
-  if accum < 1 or config.batch_size % (accum * dp):
-    raise UserError(f'config.grad_accum_steps={accum}: config.batch_size={config.batch_size} '
-                    f'must split into {accum} microbatches that the data-parallel size {dp} '
-                    'divides')
   task = tasks.build(config, workdir, vocab_size, source_vocab_size)
   tx, schedule = optim.make_optimizer(config.optimizer, task.num_steps, task.steps_per_epoch)
   spec = task.batch_spec()

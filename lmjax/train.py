@@ -19,9 +19,6 @@ import numpy as np
 from lmjax import checkpoint, metrics, preemption, steps
 from lmjax.errors import UserError
 
-NAN_POLICIES = ('stop', 'skip')
-
-
 def _say(*args) -> None:
   """Progress for the user, from process 0 only."""
   if jax.process_index() == 0:
@@ -58,19 +55,6 @@ def _restore_tokenizer_copy(workdir: str) -> None:
     multihost_utils.sync_global_devices('lmjax_tokenizer_restored')
 
 
-def check_loop_config(config: Any, task: Any) -> None:
-  if config.nan_policy not in NAN_POLICIES:
-    raise UserError(f'config.nan_policy: {config.nan_policy!r} is not one of {NAN_POLICIES}')
-  best, mode = config.checkpoint.best_metric, config.checkpoint.best_mode
-  if best and best not in task.metrics:
-    raise UserError(f'config.checkpoint.best_metric: {best!r} is not one of '
-                    f'{sorted(task.metrics)} (task {task.name!r}; or empty)')
-  if best and mode != task.metrics[best]:
-    raise UserError(f'config.checkpoint.best_mode={mode!r}: {best} is better when '
-                    f'{"lower" if task.metrics[best] == "min" else "higher"} '
-                    f'(best_mode={task.metrics[best]!r})')
-
-
 def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   """Trains the task's num_steps steps; returns the final eval report (test nested).
 
@@ -83,7 +67,6 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   _restore_tokenizer_copy(workdir)
   run = steps.prepare(config, workdir, devices)
   task, tok = run.task, run.task.tokenizer
-  check_loop_config(config, task)
   train_iter = task.train_iterator()
   eval_every = config.eval_every if config.eval_every > 0 else task.steps_per_epoch
   state_checksum = checkpoint.checksum_fn(run.state_sharding['step'])

@@ -1,7 +1,8 @@
 """Warm start (config.init_from): initialise a run's parameters from another run's checkpoint.
 
-config.init_from is a workdir (its newest checkpoint that restores) or one step directory,
-WORKDIR/checkpoints/STEP. Parameters are matched by their path in the parameter tree:
+config.init_from is a workdir (its newest checkpoint that restores), one step directory,
+WORKDIR/checkpoints/STEP, or hf:DIR, a Hugging Face BERT-family directory (config.json +
+model.safetensors, read by lmjax.hf). Parameters are matched by their path in the tree:
 
   loaded   same path and shape in both: restored straight onto this run's mesh and shardings
            (the source may have been trained on another mesh or device count);
@@ -65,8 +66,50 @@ def _restore_params(step_dir: str, wanted: dict) -> dict:
   return traverse_util.flatten_dict(out['params'])
 
 
+def _match(source: str, where: str, src: dict, cur: dict) -> tuple[list, list, list]:
+  """(loaded, new, dropped) parameter paths; a shape mismatch is one line naming them all."""
+  loaded = sorted(k for k in cur if k in src)
+  new = sorted(k for k in cur if k not in src)
+  dropped = sorted(k for k in src if k not in cur)
+  mismatched = [k for k in loaded if tuple(src[k].shape) != tuple(cur[k].shape)]
+  if mismatched:
+    raise UserError(f'config.init_from={source}: shapes differ between {where} and this model '
+                    'for ' + ', '.join(f'{_path(k)} {tuple(src[k].shape)} vs '
+                                       f'{tuple(cur[k].shape)}' for k in mismatched))
+  if not loaded:
+    raise UserError(f'config.init_from={source}: no parameter of this model is in {where}: '
+                    'is it the right run?')
+  return loaded, new, dropped
+
+
+def _report(where: str, loaded: list, new: list, dropped: list, cur: dict, say) -> None:
+  say(f'init_from {where}: loaded {len(loaded)} parameter arrays '
+      f'({sum(int(cur[k].size) for k in loaded):,} values)')
+  if new:
+    say(f'init_from: new (kept their init): {", ".join(_path(k) for k in new)}')
+  if dropped:
+    say(f'init_from: dropped (not in this model): {", ".join(_path(k) for k in dropped)}')
+
+
+def _from_hf(run: Any, state: dict, source: str, say) -> dict:
+  from lmjax import hf  # pylint: disable=g-import-not-at-top
+  model_dir = source[len('hf:'):]
+  # The layer layout (stacked for a scan, or layer_i) is this model's, whatever config says.
+  _, tree = hf.load(model_dir, scan_layers=bool(getattr(run.task.model.config, 'scan_layers',
+                                                        False)))
+  src = traverse_util.flatten_dict(tree)
+  cur = traverse_util.flatten_dict(state['params'])
+  loaded, new, dropped = _match(source, model_dir, src, cur)
+  placed = {k: jax.device_put(src[k].astype(cur[k].dtype), cur[k].sharding) for k in loaded}
+  _report(model_dir, loaded, new, dropped, cur, say)
+  return dict(state, params=traverse_util.unflatten_dict({k: placed.get(k, v)
+                                                          for k, v in cur.items()}))
+
+
 def init_from(run: Any, state: dict, source: str, say: Callable[[str], None]) -> dict:
   """`state` (freshly initialised) with its parameters taken from `source` where they match."""
+  if source.startswith('hf:'):
+    return _from_hf(run, state, source, say)
   workdir, step = resolve(source)
   mngr = checkpoint.manager(workdir, create=False, async_save=False)
   steps = sorted(mngr.all_steps(), reverse=True)
@@ -90,26 +133,10 @@ def init_from(run: Any, state: dict, source: str, say: Callable[[str], None]) ->
 
   src = traverse_util.flatten_dict(saved['params'])
   cur = traverse_util.flatten_dict(state['params'])
-  loaded = sorted(k for k in cur if k in src)
-  new = sorted(k for k in cur if k not in src)
-  dropped = sorted(k for k in src if k not in cur)
-  mismatched = [k for k in loaded if tuple(src[k].shape) != tuple(cur[k].shape)]
-  if mismatched:
-    raise UserError(f'config.init_from={source}: shapes differ between step {s} ({step_dir}) '
-                    'and this model for ' + ', '.join(
-                        f'{_path(k)} {tuple(src[k].shape)} vs {tuple(cur[k].shape)}'
-                        for k in mismatched))
-  if not loaded:
-    raise UserError(f'config.init_from={source}: no parameter of this model is in step {s} '
-                    f'({step_dir}): is it the right run?')
+  loaded, new, dropped = _match(source, f'step {s} ({step_dir})', src, cur)
   wanted = {k: jax.ShapeDtypeStruct(cur[k].shape, cur[k].dtype, sharding=cur[k].sharding)
             for k in loaded}
   restored = _restore_params(step_dir, wanted)
   params = traverse_util.unflatten_dict({k: restored.get(k, v) for k, v in cur.items()})
-  say(f'init_from {step_dir}: loaded {len(loaded)} parameter arrays '
-      f'({sum(int(cur[k].size) for k in loaded):,} values)')
-  if new:
-    say(f'init_from: new (kept their init): {", ".join(_path(k) for k in new)}')
-  if dropped:
-    say(f'init_from: dropped (not in this model): {", ".join(_path(k) for k in dropped)}')
+  _report(step_dir, loaded, new, dropped, cur, say)
   return dict(state, params=params)

@@ -139,7 +139,9 @@ def test_every_experiment_config_builds(name, variant):
     assert task.num_steps == 0 and task.evaluate('eval', None, None)['tokens'] > 0
     return
   vocab = c.data.vocab_size if c.data.tokenizer != 'word' else 10000
-  run = steps.prepare(c, None, vocab_size=vocab)
+  sizes = [int(c.mesh[a]) for a in ('data', 'fsdp', 'tensor')]
+  devices = jax.devices()[:int(np.prod(sizes))] if -1 not in sizes else None
+  run = steps.prepare(c, None, devices=devices, vocab_size=vocab)
   state = run.abstract_state()
   with run.context():
     new_state, out = jax.eval_shape(run.p_train, state, run.abstract_batch())

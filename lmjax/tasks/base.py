@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +61,9 @@ class Task(Protocol):
                           # may name, and which direction is better
   eval_splits: tuple      # the splits `evaluate` accepts: 'eval', and 'test' when configured
 
+  @staticmethod
+  def check_config(config: Any) -> None: ...  # the task's config errors, before any data
+
   def batch_spec(self) -> dict: ...
   def init_params(self, rng: jax.Array, batch: dict) -> Any: ...  # boxed (logical axes)
   def init_carry(self, batch_size: int) -> Any: ...  # state carried across batches, or None
@@ -80,13 +82,6 @@ def num_steps(config: Any, steps_per_epoch: int) -> int:
   if config.num_epochs > 0:
     return int(config.num_epochs * steps_per_epoch)
   return int(config.num_train_steps)
-
-
-def check_common(config: Any) -> None:
-  """Fields every trained task reads; checked before any data is read."""
-  for field in ('batch_size', 'eval_batch_size', 'seq_len', 'num_train_steps'):
-    if int(config[field]) <= 0:
-      raise UserError(f'config.{field} must be positive, got {config[field]}')
 
 
 def token_metrics(extra: Optional[dict] = None) -> dict:

@@ -29,11 +29,16 @@ class LMTask:
   name = 'lm'
   metrics = base.token_metrics()
 
+  @staticmethod
+  def check_config(config: Any) -> None:
+    """Config errors before any data is read (lmjax.config_schema calls it; ranges of the
+    common fields are the schema's)."""
+    models.check_model_config(config.model, config.seq_len)
+
   def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
                source_vocab_size: int = 0):
     del source_vocab_size  # one vocabulary
-    base.check_common(config)
-    models.check_model_config(config.model, config.seq_len)
+    self.check_config(config)
     self.config = config
     if vocab_size is None:  # read the data
       tok, self.train, self.eval, self.test = lm_data.load_lm_data(config.data, workdir)

@@ -40,16 +40,21 @@ class NgramTask:
   steps_per_epoch = 1
   num_steps = 0  # fitted, not trained
 
+  @staticmethod
+  def check_config(config: Any) -> None:
+    """Config errors before any data is read (lmjax.config_schema calls it too)."""
+    if config.model.name != 'kneser_ney':
+      raise UserError(f'config.model.name={config.model.name!r}: config.task=\'ngram\' fits '
+                      "'kneser_ney'")
+    if not 1 <= int(config.model.order) <= 5:
+      raise UserError(f'config.model.order={config.model.order}: Kneser-Ney orders 1 to 5 are '
+                      'supported')
+
   def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
                source_vocab_size: int = 0):
     del source_vocab_size
-    if config.model.name != 'kneser_ney':
-      raise UserError(f'config.model.name: {config.model.name!r} is not a fitted n-gram model '
-                      "(config.task='ngram' fits 'kneser_ney')")
+    self.check_config(config)
     self.order = int(config.model.order)
-    if not 1 <= self.order <= 5:
-      raise UserError(f'config.model.order={self.order}: Kneser-Ney orders 1 to 5 are '
-                      'supported')
     if vocab_size is not None:
       raise UserError('config.task=ngram: a count model has no train step to plan')
     self.config = config

@@ -28,13 +28,25 @@ class TranslationTask:
   name = 'translation'
   metrics = base.token_metrics({'bleu': 'max', 'chrf': 'max'})
 
-  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
-               source_vocab_size: int = 0):
-    base.check_common(config)
+  @staticmethod
+  def check_config(config: Any) -> None:
+    """Config errors before any data is read (lmjax.config_schema calls it; ranges of the
+    common fields are the schema's)."""
     models.check_model_config(config.model, config.seq_len)
-    if config.data.packing and not models.accepts_packing(config.model):
+    d = config.data
+    if d.source_lang == d.target_lang:
+      raise UserError(f'config.data.source_lang and target_lang are both {d.source_lang!r}')
+    for field in ('max_source_len', 'max_target_len'):
+      if not 2 <= d[field] <= config.seq_len:
+        raise UserError(f'config.data.{field}={d[field]} must be in [2, '
+                        f'config.seq_len={config.seq_len}]')
+    if d.packing and not models.accepts_packing(config.model):
       raise UserError(f'config.data.packing=True: model {config.model.name!r} takes one pair '
                       'per row; set config.data.packing=False')
+
+  def __init__(self, config: Any, workdir: str | None, vocab_size: int | None = None,
+               source_vocab_size: int = 0):
+    self.check_config(config)
     self.config = config
     if vocab_size is None:
       tok, self.splits = mt_data.load_translation_data(config.data, config.seq_len, workdir)
