@@ -104,3 +104,32 @@ def test_the_loop_warm_starts_once_then_resumes(source, tmp_path, capsys):
   train.train_and_evaluate(c, str(tmp_path / 'b'), devices=jax.devices()[:1])
   printed = capsys.readouterr().out
   assert 'resuming from step 2' in printed and 'init_from' not in printed
+
+
+def test_hf_directory_warm_starts_the_encoder_of_a_classifier(tmp_path):
+  """init_from='hf:DIR': the encoder is the Hugging Face weights (as lmjax.hf reads them), the
+  classifier head keeps its init, the MLM head is dropped."""
+  import ml_collections
+  from flax import traverse_util
+  from lmjax import hf
+  from test_hf import D, F, H, L, P, Y, random_tensors, write_dir
+  hf_dir = write_dir(tmp_path / 'hf', random_tensors())
+  c = config_base.load_experiment('sst2.py', 'tiny')
+  c.data.update(wordpiece_vocab=hf_dir)
+  c.model = ml_collections.ConfigDict({
+      'name': 'bert', 'd_model': D, 'num_heads': H, 'num_layers': L, 'd_ff': F, 'max_len': P,
+      'type_vocab_size': Y, 'layer_norm_eps': 1e-12, 'dropout_rate': 0.0,
+      'attention_dropout_rate': 0.0})
+  c.classifier.pooling = 'pooler'
+  lines = []
+  run, fresh, state = warm(c, f'hf:{hf_dir}', jax.devices()[:1], lines)
+  _, want = hf.load(hf_dir, scan_layers=run.task.model.config.scan_layers)
+  got = traverse_util.flatten_dict(jax.device_get(state['params']['encoder']))
+  want = traverse_util.flatten_dict(want['encoder'])
+  assert got.keys() == want.keys()
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k])
+  np.testing.assert_array_equal(jax.device_get(state['params']['classifier']['dense']['kernel']),
+                                jax.device_get(fresh['params']['classifier']['dense']['kernel']))
+  assert any('new' in l and 'classifier/dense/kernel' in l for l in lines), lines
+  assert any('dropped' in l and 'mlm_head' in l for l in lines), lines
