@@ -121,9 +121,10 @@ def analytic_flops(family_config: Any, num_params: int, batch: int, seq_len: int
   mixing, 3 x 4·L·T·D per token (full T x T, as XLA counts a masked causal attention)."""
   tokens = batch * seq_len
   cfg = family_config
-  layers, d = getattr(cfg, 'num_layers', 0), getattr(cfg, 'd_model', 0)
-  if hasattr(cfg, 'num_decoder_layers'):  # encoder self, decoder self and cross attention
-    layers = cfg.num_encoder_layers + 2 * cfg.num_decoder_layers
+  # A model config may say how many attention blocks a token passes (the encoder-decoder's
+  # encoder self, decoder self and cross attention); otherwise one per layer.
+  layers = getattr(cfg, 'attention_layers', getattr(cfg, 'num_layers', 0))
+  d = getattr(cfg, 'd_model', 0)
   gathered = 0
   if d and not getattr(cfg, 'tie_embeddings', True):
     gathered += getattr(cfg, 'vocab_size', 0) * d

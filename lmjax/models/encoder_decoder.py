@@ -57,6 +57,11 @@ class EncoderDecoderConfig:
   # Hand-written matmul backward (attention.matmul): 'auto' (on for CPU) | 'on' | 'off'.
   custom_vjp: str = 'auto'
 
+  @property
+  def attention_layers(self) -> int:
+    """Attention blocks per token for FLOP counts: encoder self, decoder self and cross."""
+    return self.num_encoder_layers + 2 * self.num_decoder_layers
+
   def __post_init__(self):
     if self.d_model % self.num_heads:
       raise UserError(f'config.model.num_heads={self.num_heads} does not divide '
