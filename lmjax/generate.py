@@ -49,12 +49,11 @@ def main(argv):
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
     raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
-  if FLAGS.max_new_tokens < 1:
-    raise UserError('--max_new_tokens must be at least 1')
+  from lmjax import config_schema  # the same rules as config.sample's fields
+  for flag in ('max_new_tokens', 'temperature', 'top_k', 'top_p'):
+    config_schema.check_field(f'sample.{flag}', getattr(FLAGS, flag), name=f'--{flag}')
   if FLAGS.num_samples < 1:
-    raise UserError('--num_samples must be at least 1')
-  if FLAGS.temperature < 0 or not 0 < FLAGS.top_p <= 1 or FLAGS.top_k < 0:
-    raise UserError('--temperature must be >= 0, --top_p in (0, 1], --top_k >= 0')
+    raise UserError(f'--num_samples={FLAGS.num_samples}: must be at least 1')
   import jax
   import numpy as np
 

@@ -36,6 +36,10 @@ def main(argv):
     raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
   from lmjax import checkpoint, decoding, metrics  # pylint: disable=g-import-not-at-top
   from lmjax.data import text  # pylint: disable=g-import-not-at-top
+  from lmjax import config_schema  # pylint: disable=g-import-not-at-top
+  for name in ('beam_size', 'alpha', 'batch_size'):  # config.decode's rules, before any load
+    if getattr(FLAGS, name) is not None:
+      config_schema.check_field(f'decode.{name}', getattr(FLAGS, name), name=f'--{name}')
   if FLAGS.input:
     lines = text.read_lines(FLAGS.input, what='--input')
   else:
@@ -54,8 +58,8 @@ def main(argv):
   for name in ('beam_size', 'alpha', 'batch_size'):
     if getattr(FLAGS, name) is not None:
       dec[name] = getattr(FLAGS, name)
-  if dec.beam_size < 1 or dec.batch_size < 1:
-    raise UserError('--beam_size and --batch_size must be at least 1')
+  if dec.beam_size < 1:
+    raise UserError(f'--beam_size={dec.beam_size}: must be at least 1 (1 is greedy)')
   t0 = time.time()
   hyps = decoding.translate_lines(family, params, tok, lines, dec)
   wall = time.time() - t0

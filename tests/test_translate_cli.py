@@ -106,3 +106,15 @@ def test_stdin_reads_like_a_file(trained, tmp_path):
     f = run_bytes('lmjax.translate', f'--workdir={wd}', f'--input={tmp_path / "in.txt"}',
                   stdin=b'')
     assert f.returncode == 2 and needle in f.stderr.decode(), f.stderr[-3000:]
+
+
+@pytest.mark.parametrize('module,flag,needle', [
+    ('lmjax.translate', '--alpha=-5', '--alpha=-5'),
+    ('lmjax.translate', '--beam_size=0', '--beam_size=0'),
+    ('lmjax.generate', '--num_samples=-1', '--num_samples=-1'),
+    ('lmjax.generate', '--top_p=1.5', '--top_p=1.5'),
+])
+def test_decoding_flags_out_of_range_are_one_line(trained, module, flag, needle):
+  wd, _ = trained
+  p = run(module, f'--workdir={wd}', flag, stdin='the dog runs .\n')
+  one_line_error(p, needle)
