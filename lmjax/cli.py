@@ -10,6 +10,8 @@ from absl import app, flags, logging
 from lmjax.errors import UserError
 
 flags.DEFINE_bool('debug', False, 'Show full tracebacks for errors.')
+flags.DEFINE_bool('verbose', False, 'Show the libraries\' own warnings too (XLA/Gloo C++ log '
+                  'lines, sacreBLEU\'s tokenized-input notice), hidden by default.')
 flags.DEFINE_bool('keep_host_memory', True,
                   'On the CPU backend only: set glibc malloc to one arena, no mmap and no '
                   'trimming (mallopt), so memory XLA frees is reused instead of returned to '
@@ -262,6 +264,12 @@ def run(main: Callable[[list[str]], None]) -> None:
       # orbax and jax log every step at INFO, through absl and through the root logger.
       logging.set_verbosity(logging.WARNING)
       py_logging.getLogger().setLevel(py_logging.WARNING)
+    if not (flags.FLAGS.verbose or flags.FLAGS.debug):
+      # XLA's and Gloo's C++ warnings (SPMD rematerialisation notes, connection lines) go
+      # through TSL logging, read when the backend starts (after flag parsing); sacreBLEU warns
+      # on every tokenized reference set, as the synthetic corpus is.
+      os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+      py_logging.getLogger('sacrebleu').setLevel(py_logging.ERROR)
     try:
       main(argv)
     except UserError as e:

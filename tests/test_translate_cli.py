@@ -118,3 +118,21 @@ def test_decoding_flags_out_of_range_are_one_line(trained, module, flag, needle)
   wd, _ = trained
   p = run(module, f'--workdir={wd}', flag, stdin='the dog runs .\n')
   one_line_error(p, needle)
+
+
+NOISY = """
+from lmjax import cli, metrics
+def main(argv):
+  lines = ['the dog runs .'] * 120  # sacreBLEU warns about tokenized input past 100 such lines
+  metrics.bleu_report(lines, lines)
+cli.run(main)
+"""
+
+
+def test_library_notices_only_with_verbose():
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  quiet, loud = (subprocess.run([sys.executable, '-c', NOISY, *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=120)
+                 for args in ((), ('--verbose',)))
+  assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
+  assert 'tokenized period' in loud.stderr and 'tokenized period' not in quiet.stderr
