@@ -24,7 +24,7 @@ Data: GLUE's TSV files (header `sentence<TAB>label`), e.g. ../shared/data/sst2:
   python -m lmjax.classify --workdir=/tmp/sst2_bilstm < sentences.txt   # label + probabilities
 
 minilm / bert_base: config.init_from='hf:DIR' warm-starts the encoder from a Hugging Face
-model directory (config.json + model.safetensors; the lead's warm start) and the WordPiece
+model directory (config.json + model.safetensors; lmjax/warm_start.py) and the WordPiece
 vocabulary comes from the same directory (config.data.wordpiece_vocab):
 
   python -m lmjax.main --config=experiments/sst2.py:minilm --workdir=/tmp/sst2_minilm \
@@ -40,8 +40,6 @@ accuracy 89.22 (macro-F1 0.892, MCC 0.784; 83.5 / 86.4 / 88.5 at steps 500 / 100
 --config.num_epochs=0 --config.num_train_steps=400 (0.19 epoch): dev accuracy 79.0 (MCC 0.584),
 143 s wall including compiles, ~220 sentences/s; train padding 25.4%, eval 17.3% (pad_multiple
 8). The full SST-2 table comes with the runs.
-'minilm' and 'bert_base' need the 'hf:' warm start; until it lands they build and train from
-random init only.
 """
 
 import ml_collections
