@@ -25,6 +25,7 @@ import base64
 import contextlib
 import errno
 import gc
+import json
 import logging as py_logging
 import math
 import os
@@ -132,6 +133,16 @@ def finish(mngr: ocp.CheckpointManager, raising: bool = True) -> None:
   except Exception as e:  # pylint: disable=broad-except
     if raising:
       raise _write_error(mngr, mngr.latest_step() or -1, e) from e
+
+
+def meta(config: Any, tok: Any, state_checksum: Optional[list] = None) -> dict:
+  """What every checkpoint's meta holds: the config, the vocabulary size and tokenizer
+  fingerprint (checked on resume and by the tools), and the state's per-leaf checksum."""
+  out = {'config': json.loads(config.to_json_best_effort()),
+         'vocab_size': int(tok.vocab_size), 'tokenizer_fingerprint': tok.fingerprint()}
+  if state_checksum is not None:
+    out['checksum'] = state_checksum
+  return out
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> Optional[dict]:
@@ -343,13 +354,15 @@ def _quiet_closed_loop_callbacks():
   closed: each prints an 'Event loop is closed' traceback from a C++ thread. Such a call has
   nothing left to do, so inside the block it is a no-op (an open loop behaves as before).
   tensorstore binds the loop's method when a read starts, so enter the block before any read:
-  a read started inside keeps the quiet method even if its callback comes after the block.
+  a read started inside keeps the quiet method even if its callback comes after the block;
+  callbacks that look the method up later find the no-op that a loop closed inside the block
+  keeps as its own attribute.
   The failed reads' tasks are also reported, when collected, as 'Task exception was never
   retrieved' with a traceback, and the reads it never started as 'coroutine ... was never
   awaited': the error was retrieved once and reported by restore_good, so both are filtered
   while the block is open, and it collects garbage before closing so they are emitted then.
-  On exit asyncio.BaseEventLoop.call_soon_threadsafe, the 'asyncio' logger's filters and
-  warnings.filters are as they were before the outermost block.
+  On exit asyncio.BaseEventLoop.call_soon_threadsafe and close, the 'asyncio' logger's filters
+  and warnings.filters are as they were before the outermost block.
   """
   global _quiet_depth, _quiet_undo
   with _quiet_lock:
@@ -390,7 +403,24 @@ def _install_quiet_callbacks() -> contextlib.ExitStack:
 
   base.call_soon_threadsafe = call_soon_threadsafe
   undo.callback(setattr, base, 'call_soon_threadsafe', orig)
+  # Reads still in flight when the block ends call back later, and some look the method up
+  # only then (asyncio.wrap_future's done callback): a loop closed inside the block keeps a
+  # no-op call_soon_threadsafe of its own (a closed loop can schedule nothing anyway), so
+  # those stay quiet after the class method is restored, and no other loop is touched.
+  orig_close = vars(base)['close']
+
+  def close(self):
+    orig_close(self)
+    self.call_soon_threadsafe = _closed_loop_call
+
+  base.close = close
+  undo.callback(setattr, base, 'close', orig_close)
   return undo
+
+
+def _closed_loop_call(*args, **kwargs):
+  """call_soon_threadsafe of a loop closed while restoring: there is nothing left to run."""
+  del args, kwargs
 
 
 def _move_aside(mngr, steps: list, aside: str) -> None:
@@ -412,7 +442,8 @@ def saved_config(saved: dict) -> Any:
   from lmjax import config_base  # pylint: disable=g-import-not-at-top
   task = saved.get('task') or ('translation' if saved.get('model', {}).get('name') in
                                ('encoder_decoder', 'rnn_seq2seq') else 'lm')
-  base = config_base.translation_config() if task == 'translation' else config_base.base_config()
+  base = {'translation': config_base.translation_config, 'classify': config_base.classify_config,
+          'mlm': config_base.mlm_config}.get(task, config_base.base_config)()
   merged = base.to_dict()
 
   def update(dst: dict, src: dict) -> None:
