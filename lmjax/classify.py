@@ -34,22 +34,8 @@ def read_input(path: str | None) -> list[str]:
   """Lines of --input or standard input: UTF-8, BOM dropped, '\\r\\n' read as '\\n'."""
   from lmjax.data import text  # pylint: disable=g-import-not-at-top
   what = f'--input {path}' if path else 'standard input'
-  if path:
-    if os.path.isdir(path):
-      raise UserError(f'{what} is a directory, expected a file')
-    try:
-      with open(path, 'rb') as f:
-        data = f.read()
-    except OSError as e:
-      raise UserError(f'cannot read {what}: {e.strerror or e}') from None
-  else:
-    data = sys.stdin.buffer.read()
-  try:
-    decoded = data.decode('utf-8-sig')
-  except UnicodeDecodeError as e:
-    line = data.count(b'\n', 0, e.start) + 1
-    raise UserError(f'{what} is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} '
-                    f'(line {line})') from None
+  data = text.read_bytes(path, '--input') if path else sys.stdin.buffer.read()
+  decoded = text.decode_text(data, what)
   lines = text.split_lines(decoded)
   if not lines:
     raise UserError(f'{what} is empty: nothing to classify')

@@ -14,7 +14,6 @@ written in a temporary sibling and renamed when complete, so a refused or failed
 leaves nothing.
 """
 
-import json
 import os
 import shutil
 import tempfile
@@ -41,12 +40,11 @@ TOKENIZER_KIND = 'wordpiece'  # config.data.tokenizer
 
 
 def import_config(fields: dict, seed: int = 0):
-  """The lmjax config of an imported BERT: base_config() with task 'mlm', the model's fields
-  and the WordPiece tokenizer."""
+  """The lmjax config of an imported BERT: mlm_config() with the model's fields and the
+  WordPiece tokenizer."""
   from lmjax import config_base  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  config = config_base.base_config()
-  config.task = 'mlm'
+  config = config_base.mlm_config()
   config.seed = seed
   config.seq_len = min(128, int(fields['max_len']))
   config.model = ml_collections.ConfigDict(dict(fields, dtype='float32'))
@@ -103,10 +101,7 @@ def import_dir(model_dir: str, workdir: str, scan_layers: bool = True, seed: int
     state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
              'rng': rng}
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    # The meta lmjax.train writes (train._meta): config, vocabulary, tokenizer, checksum.
-    meta = {'config': json.loads(config.to_json_best_effort()),
-            'vocab_size': int(tok.vocab_size), 'tokenizer_fingerprint': tok.fingerprint(),
-            'checksum': checkpoint.checksum_fn(one)(state)}
+    meta = checkpoint.meta(config, tok, checkpoint.checksum_fn(one)(state))  # as lmjax.train
     mngr = checkpoint.manager(tmp, async_save=False)
     checkpoint.save(mngr, 0, state, {}, meta, checkpoint.tokenizer_files(tok))
     checkpoint.finish(mngr)

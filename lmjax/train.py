@@ -8,7 +8,6 @@ The loop knows only the task protocol (lmjax/tasks/base.py): it never asks which
 family it runs.
 """
 
-import json
 import os
 import time
 from typing import Any
@@ -28,14 +27,6 @@ def _say(*args) -> None:
 def _say_report(run: steps.Run, split: str, step: int, report: dict) -> None:
   for line in run.task.format_report(split, step, report):
     _say(line)
-
-
-def _meta(config: Any, tok: Any, state_checksum: list | None = None) -> dict:
-  meta = {'config': json.loads(config.to_json_best_effort()),
-          'vocab_size': int(tok.vocab_size), 'tokenizer_fingerprint': tok.fingerprint()}
-  if state_checksum is not None:
-    meta['checksum'] = state_checksum
-  return meta
 
 
 def _restore_tokenizer_copy(workdir: str) -> None:
@@ -77,7 +68,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   if mngr.all_steps():
     step0, state, data_state = checkpoint.restore_good(
         mngr, run.abstract_state(), state_checksum, tok.vocab_size, tok.fingerprint(),
-        f'workdir {workdir}', _meta(config, tok)['config'])
+        f'workdir {workdir}', checkpoint.meta(config, tok)['config'])
     train_iter.set_state(data_state)
     _say(f'resuming from step {step0}: {checkpoint.step_dir(mngr, step0)}')
   else:
@@ -95,7 +86,7 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   def save(step, state, report=None):
     best = ck.best_metric
     checkpoint.save(mngr, step, state, train_iter.get_state(),
-                    _meta(config, tok, state_checksum(state)), tok_files,
+                    checkpoint.meta(config, tok, state_checksum(state)), tok_files,
                     metrics=({best: report[best]} if report and best in report else {})
                     if best else None,
                     fail_with_enospc=step == config.debug_fail_save_at_step)

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from lmjax.data import lm as lm_data
+from lmjax.data import text as text_lib
 from lmjax.errors import UserError
 
 BUCKET_BATCHES = 32  # train batches per length-sorted window
@@ -92,20 +93,8 @@ def file_format(path: str, fmt: str) -> str:
 
 
 def _read_text(path: str, field: str) -> str:
-  if os.path.isdir(path):
-    raise UserError(f'config.data.{field} {path} is a directory, expected a file')
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except FileNotFoundError:
-    raise UserError(f'config.data.{field} not found: {path}') from None
-  except OSError as e:
-    raise UserError(f'cannot read config.data.{field} {path}: {e.strerror or e}') from None
-  try:
-    return data.decode('utf-8-sig')  # a leading byte-order mark is dropped
-  except UnicodeDecodeError as e:
-    raise UserError(f'config.data.{field} {path} is not UTF-8: byte 0x{data[e.start]:02x} at '
-                    f'offset {e.start}') from None
+  what = f'config.data.{field}'
+  return text_lib.decode_text(text_lib.read_bytes(path, what), f'{what} {path}')
 
 
 def _rows(path: str, fmt: str, field: str) -> Iterator[tuple[int, dict]]:

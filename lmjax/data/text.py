@@ -41,17 +41,21 @@ def read_lines(path: str | os.PathLike, *, what: str = 'data file') -> list[str]
   Raises:
     UserError: the file is missing, a directory, empty, not UTF-8 or has only blank lines.
   """
+  return decode_lines(read_bytes(path, what), f'{what} {os.fspath(path)}')
+
+
+def read_bytes(path: str | os.PathLike, what: str = 'data file') -> bytes:
+  """The file's bytes; a missing, unreadable or directory path is a UserError naming `what`."""
   path = os.fspath(path)
   if os.path.isdir(path):
     raise UserError(f'{what} {path} is a directory, expected a file')
   try:
     with open(path, 'rb') as f:
-      data = f.read()
+      return f.read()
   except FileNotFoundError:
     raise UserError(f'{what} not found: {path}') from None
   except OSError as e:
     raise UserError(f'cannot read {what} {path}: {e.strerror or e}') from None
-  return decode_lines(data, f'{what} {path}')
 
 
 def read_stdin_lines(what: str = 'standard input') -> list[str]:
@@ -59,10 +63,9 @@ def read_stdin_lines(what: str = 'standard input') -> list[str]:
   return decode_lines(sys.stdin.buffer.read(), what)
 
 
-def decode_lines(data: bytes, what: str) -> list[str]:
-  """UTF-8 bytes -> lines; `what` names the input in the one-line errors."""
-  if not data:
-    raise UserError(f'{what} is empty (0 bytes)')
+def decode_text(data: bytes, what: str) -> str:
+  """UTF-8 bytes -> text with a leading byte-order mark dropped; `what` names the input in the
+  one-line error."""
   try:
     text = data.decode('utf-8')
   except UnicodeDecodeError as e:
@@ -70,9 +73,16 @@ def decode_lines(data: bytes, what: str) -> list[str]:
     line = data.count(b'\n', 0, e.start) + 1
     raise UserError(f'{what} is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} '
                     f'(line {line}): {e.reason}') from None
+  return text[1:] if text.startswith(_BOM) else text
+
+
+def decode_lines(data: bytes, what: str) -> list[str]:
+  """UTF-8 bytes -> lines; `what` names the input in the one-line errors (empty input, not
+  UTF-8, only blank lines)."""
+  if not data:
+    raise UserError(f'{what} is empty (0 bytes)')
+  text = decode_text(data, what)
   del data
-  if text.startswith(_BOM):
-    text = text[1:]
   if not text or text.isspace():
     raise UserError(f'{what} has only blank lines')
   return split_lines(text)
