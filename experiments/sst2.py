@@ -8,6 +8,7 @@ pooled sentence vector), several encoders under it:
 | minilm    | all-MiniLM-L6-v2 (BERT 6 x 384), fine-tuned       | mean    | 91.5 (MiniLM)     |
 | bert_base | a local Hugging Face BERT-base directory (GPUs)   | pooler  | 92.7 (BERT)       |
 | scratch   | a small pre-LN BERT-style encoder, random init    | first   | -                 |
+| pretrained| the same encoder after MLM on WikiText-2          | first   | -                 |
 | bilstm    | 1 x 256 bidirectional LSTM, trained WordPiece     | mean    | -                 |
 | tiny      | tests: synthetic cue-word sentences, 16-unit LSTM | mean    | -                 |
 
@@ -46,7 +47,7 @@ import ml_collections
 
 from lmjax import config_base
 
-VARIANTS = ('minilm', 'bert_base', 'scratch', 'bilstm', 'tiny')
+VARIANTS = ('minilm', 'bert_base', 'scratch', 'pretrained', 'bilstm', 'tiny')
 
 # BERT-family model fields (lmjax/models/bert.py): all-MiniLM-L6-v2 and BERT-base shapes.
 # (The vocabulary size is the tokenizer's: 30522 for both Hugging Face checkpoints.)
@@ -89,6 +90,14 @@ def get_config(arg: str = 'bilstm'):
     c.data.update(tokenizer='wordpiece', vocab_size=16000)
     c.classifier.update(pooling='first', dropout_rate=0.1)
     c.optimizer.update(learning_rate=5e-4, warmup_steps=400, weight_decay=0.01)
+  elif arg == 'pretrained':
+    # experiments/mlm_wikitext2.py's encoder and vocabulary: --config.init_from=MLM_WORKDIR
+    # --config.data.wordpiece_vocab=MLM_WORKDIR (the warm start refuses another vocabulary).
+    c.model = _bert_model(SCRATCH)
+    c.data.update(tokenizer='wordpiece')
+    c.classifier.update(pooling='first', dropout_rate=0.1)
+    c.optimizer.update(learning_rate=1e-4, warmup_steps=400, schedule='cosine',
+                       weight_decay=0.01, b2=0.999, eps=1e-6, grad_clip_norm=1.0)
   elif arg in ('minilm', 'bert_base'):
     c.model = _bert_model(MINILM if arg == 'minilm' else BERT_BASE)
     c.data.update(tokenizer='wordpiece')  # wordpiece_vocab: the model directory

@@ -13,7 +13,7 @@ from lmjax.config_schema import PROBABILITY, Bool, Choice, Float, Int, Str
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = 'lm'  # lm | translation | ngram | classify (lmjax/tasks/)
+  c.task = 'lm'  # lm | translation | ngram | classify | mlm (lmjax/tasks/)
   # Warm start: a workdir (its newest intact checkpoint) or WORKDIR/checkpoints/STEP; matching
   # parameters are loaded, new ones keep their init (lmjax/warm_start.py). '' starts fresh.
   c.init_from = ''
@@ -129,10 +129,33 @@ def classify_config() -> ml_collections.ConfigDict:
   return c
 
 
+def mlm_config() -> ml_collections.ConfigDict:
+  """base_config() for config.task='mlm' (lmjax/tasks/mlm.py, lmjax/data/mlm.py): a small
+  pre-LN BERT over a trained WordPiece vocabulary, BERT's masking."""
+  c = base_config()
+  c.task = 'mlm'
+  c.seq_len = 128  # tokens per row, [CLS] and [SEP] included
+  c.sample.num_samples = 0
+  c.optimizer.update(learning_rate=5e-4, warmup_steps=500, b2=0.999, eps=1e-6,
+                     weight_decay=0.01)
+  # mask_rate of a row's tokens are predicted (at most max_predictions; 0: ceil(mask_rate x
+  # (seq_len - 2))); of those mask_token_rate become [MASK], random_token_rate a random token,
+  # the rest stay. eval_seed fixes the eval split's one masking, whatever config.seed is.
+  c.mlm = ml_collections.ConfigDict({'mask_rate': 0.15, 'mask_token_rate': 0.8,
+                                     'random_token_rate': 0.1, 'whole_word': False,
+                                     'max_predictions': 0, 'eval_seed': 0})
+  c.model = ml_collections.ConfigDict({
+      'name': 'bert', 'd_model': 256, 'num_heads': 4, 'num_layers': 4, 'd_ff': 1024,
+      'max_len': 512, 'type_vocab_size': 2, 'dropout_rate': 0.1,
+      'attention_dropout_rate': 0.1, 'norm': 'pre', 'dtype': 'float32'})
+  c.data.update(tokenizer='wordpiece', vocab_size=16000, wordpiece_vocab='', lowercase=True)
+  return c
+
+
 # Field -> rule (lmjax/config_schema.py). A config without the field skips it: model families
 # have their own fields, which their config dataclasses check too (lmjax/models).
 SCHEMA = {
-    'task': Choice(('lm', 'translation', 'ngram', 'classify')),
+    'task': Choice(('lm', 'translation', 'ngram', 'classify', 'mlm')),
     'init_from': Str(),
     'seed': Int(0),
     'batch_size': Int(1),
@@ -209,6 +232,12 @@ SCHEMA = {
     'decode.batch_size': Int(1),
     'decode.max_len_ratio': Float(0, lo_open=True),
     'decode.max_len_offset': Int(0),
+    'mlm.mask_rate': Float(0, 1, lo_open=True),
+    'mlm.mask_token_rate': Float(0, 1),
+    'mlm.random_token_rate': Float(0, 1),
+    'mlm.whole_word': Bool(),
+    'mlm.max_predictions': Int(0),
+    'mlm.eval_seed': Int(0),
 }
 
 

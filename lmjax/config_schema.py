@@ -314,6 +314,8 @@ IGNORED = {('lm', 'synthetic'): ('train', 'eval'), ('lm', 'tfds'): ('train', 'ev
 IGNORED[('classify', 'synthetic')] = IGNORED[('translation', 'synthetic')]
 IGNORED[('classify', 'tfds')] = IGNORED[('translation', 'tfds')]
 IGNORED[('ngram', 'synthetic')] = IGNORED[('lm', 'synthetic')]
+IGNORED[('mlm', 'synthetic')] = IGNORED[('lm', 'synthetic')]
+IGNORED[('mlm', 'tfds')] = IGNORED[('lm', 'tfds')]
 IGNORED[('ngram', 'tfds')] = IGNORED[('lm', 'tfds')]
 
 

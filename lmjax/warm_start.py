@@ -91,9 +91,28 @@ def _report(where: str, loaded: list, new: list, dropped: list, cur: dict, say) 
     say(f'init_from: dropped (not in this model): {", ".join(_path(k) for k in dropped)}')
 
 
+def _check_tokenizer(run: Any, source: str, theirs: str | None, fix: str) -> None:
+  """Refuse a source whose vocabulary is not this run's: its embedding rows would be read as
+  other tokens (same vocabulary size, other ids) without any shape error."""
+  tok = getattr(run.task, 'tokenizer', None)
+  if tok is None or theirs is None or tok.fingerprint() == theirs:
+    return
+  raise UserError(f'config.init_from={source}: its tokenizer differs from this run\'s '
+                  f'(config.data.tokenizer={run.task.config.data.tokenizer!r}), so its '
+                  f'embeddings belong to other tokens; {fix}')
+
+
 def _from_hf(run: Any, state: dict, source: str, say) -> dict:
   from lmjax import hf  # pylint: disable=g-import-not-at-top
   model_dir = source[len('hf:'):]
+  if getattr(run.task, 'tokenizer', None) is not None:
+    from lmjax.data import tokenizers  # pylint: disable=g-import-not-at-top
+    try:
+      theirs = tokenizers.WordPieceTokenizer.from_pretrained(model_dir).fingerprint()
+    except UserError:
+      theirs = None  # a directory without tokenizer files: nothing to compare
+    _check_tokenizer(run, source, theirs,
+                     f'set config.data.wordpiece_vocab={model_dir} to use its vocabulary')
   # The layer layout (stacked for a scan, or layer_i) is this model's, whatever config says.
   _, tree = hf.load(model_dir, scan_layers=bool(getattr(run.task.model.config, 'scan_layers',
                                                         False)))
@@ -129,7 +148,13 @@ def init_from(run: Any, state: dict, source: str, say: Callable[[str], None]) ->
   else:
     raise UserError(f'config.init_from={source}: no readable checkpoint ({"; ".join(errors)})')
   step_dir = mngr_dir(s)
+  try:
+    theirs = (checkpoint.read_meta(mngr, s) or {}).get('tokenizer_fingerprint')
+  except Exception:  # pylint: disable=broad-except  (no readable meta: nothing to compare)
+    theirs = None
   mngr.close()
+  _check_tokenizer(run, source, theirs, f'set config.data.wordpiece_vocab={workdir} (or '
+                   'the data fields of that run) to use its vocabulary')
 
   src = traverse_util.flatten_dict(saved['params'])
   cur = traverse_util.flatten_dict(state['params'])

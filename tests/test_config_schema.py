@@ -78,7 +78,7 @@ BAD = [
     (LM, 'label_smoothing', -0.1, 'must be in [0, 1)'),
     (LM, 'loss_normalization', 'batch', "one of 'tokens', 'sequences'"),
     (LM, 'nan_policy', 'ignore', "one of 'stop', 'skip'"),
-    (LM, 'task', 'mlm', "one of 'lm', 'translation', 'ngram'"),
+    (LM, 'task', 'seq2seq', "one of 'lm', 'translation', 'ngram'"),
     (LM, 'mesh.tensor', 0, 'must be positive or -1'),
     (LM, 'mesh.data', -2, 'must be positive or -1'),
     (LM, 'sample.num_samples', -1, 'must be >= 0'),

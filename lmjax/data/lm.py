@@ -45,7 +45,8 @@ class Corpus:
     return len(self.stream) - 1
 
 
-def _raw_lines(cfg: Any, split: str) -> list[str]:
+def raw_lines(cfg: Any, split: str) -> list[str]:
+  """The text lines of a split (config.data.source: synthetic, text or tfds)."""
   if cfg.source == 'synthetic':
     n = cfg.synthetic_lines if split == 'train' else cfg.synthetic_eval_lines
     return synthetic.generate_lines(n, cfg.seed + (0 if split == 'train' else 1))
@@ -115,9 +116,14 @@ def warn_small_vocab(field: str, asked: int, got: int) -> None:
 
 
 def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
-  """The workdir's tokenizer if one was saved there (a resumed run), else a new one."""
+  """The workdir's tokenizer if one was saved there by a run with checkpoints (a resumed
+  run), else a new one (saved there). A tokenizer without any checkpoint belongs to no model
+  (a run refused before its first save, e.g. by a warm start's vocabulary check) and is built
+  again, so the corrected command works in the same workdir."""
   saved = os.path.join(workdir, 'tokenizer') if workdir else None
-  if saved and os.path.exists(os.path.join(saved, 'tokenizer.json')):
+  ckpts = os.path.join(workdir, 'checkpoints') if workdir else ''
+  has_steps = os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts))
+  if saved and has_steps and os.path.exists(os.path.join(saved, 'tokenizer.json')):
     check_training_text(saved, train_lines, cfg)
     tok = tokenizers.load_tokenizer(saved)
     if cfg.get('spm_model'):
@@ -202,8 +208,8 @@ def encode_corpus(lines: list[str], tok: Any) -> Corpus:
 
 def load_lm_data(cfg: Any, workdir: Optional[str]):
   """Returns (tokenizer, train Corpus, eval Corpus, test Corpus or None)."""
-  train_lines = _raw_lines(cfg, 'train')
-  eval_lines = _raw_lines(cfg, 'eval')
+  train_lines = raw_lines(cfg, 'train')
+  eval_lines = raw_lines(cfg, 'eval')
   tok = build_tokenizer(cfg, train_lines, workdir)
   test = None
   if cfg.get('test'):

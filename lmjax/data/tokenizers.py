@@ -472,8 +472,16 @@ class WordPieceTokenizer:
   @classmethod
   def from_pretrained(cls, path: str | os.PathLike) -> WordPieceTokenizer:
     """A Hugging Face model directory (tokenizer.json, else vocab.txt with do_lower_case from
-    tokenizer_config.json), or one of those files itself."""
+    tokenizer_config.json), or one of those files itself; or an lmjax workdir or its
+    tokenizer/ directory (the vocabulary a run saved, e.g. an MLM pretraining run's)."""
     path = epath.Path(path)
+    if path.is_dir() and (path / 'tokenizer' / TOKENIZER_JSON).is_file():
+      path = path / 'tokenizer'  # an lmjax workdir: its saved tokenizer
+    if path.is_dir() and (path / cls.JSON_FILE).is_file():  # saved by lmjax (`save`)
+      tok = load_tokenizer(path)
+      if not isinstance(tok, cls):
+        raise UserError(f'{path} holds a {tok.kind} tokenizer, not WordPiece')
+      return tok
     if path.is_dir():
       for name in (TOKENIZER_JSON, 'vocab.txt'):
         if (path / name).is_file():

@@ -259,3 +259,11 @@ def family(cfg: BertConfig) -> models.LMFamily:
   return models.LMFamily(config=cfg, init=init, apply=apply, stateful=False,
                          init_carry=lambda b: None, encode=encode)
 
+
+
+def mlm_logits(cfg: BertConfig, params: dict, hidden: Array) -> Array:
+  """The masked-LM head on hidden states [B, P, D] (e.g. gathered at the masked positions):
+  logits [B, P, V] float32, decoder tied to params['encoder']['embeddings']['word']."""
+  word = params['encoder']['embeddings']['word']  # [V, D]
+  return MlmHead(cfg).apply({'params': params['mlm_head']}, hidden, word,
+                            attention.use_custom_vjp(cfg.custom_vjp))

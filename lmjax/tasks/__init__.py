@@ -29,7 +29,13 @@ def _classify():
   return classify.ClassifyTask
 
 
-TASKS = {'lm': _lm, 'translation': _translation, 'ngram': _ngram, 'classify': _classify}
+def _mlm():
+  from lmjax.tasks import mlm
+  return mlm.MLMTask
+
+
+TASKS = {'lm': _lm, 'translation': _translation, 'ngram': _ngram, 'classify': _classify,
+         'mlm': _mlm}
 
 
 def build(config: Any, workdir: str | None, vocab_size: int | None = None,
