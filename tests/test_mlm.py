@@ -16,6 +16,8 @@ from lmjax.data import tokenizers
 from lmjax.errors import UserError
 from test_hf import IDS, MASK, V, np_bert, random_tensors, write_dir
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 SPECIALS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]
 
 
@@ -181,3 +183,43 @@ def test_config_errors_name_the_field():
   c.mlm.update(mask_token_rate=0.95, random_token_rate=0.1)
   with pytest.raises(UserError, match='exceeds 1'):
     tasks.build(c, None, vocab_size=100)
+
+
+# ----------------------------------------------------------------------------- lmjax.embed
+
+
+def test_embeddings_do_not_depend_on_batching_and_the_cli_writes_them(pretrained, tmp_path):
+  import subprocess
+  import sys
+  from lmjax import checkpoint, embed
+  from cli_checks import one_line_error
+  workdir, _ = pretrained
+  config, family, params, tok, _ = checkpoint.load_trained(workdir)
+  sentences = ['the dog sees a cat .', '', 'count one two three four five six seven eight',
+               'some birds sing\nnear the river', 'a', 'the old king waits .']
+  got, truncated = embed.embed_sentences(family, params, tok, sentences, 32, 'mean', True, 4)
+  assert truncated == 0 and got.shape == (6, config.model.d_model)
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+  for i, s in enumerate(sentences):  # alone, unpadded: the mean over its own tokens
+    ids = np.asarray([[tok.cls_id] + tok.encode(s) + [tok.sep_id]], np.int32)
+    batch = {'inputs': ids, 'token_types': np.zeros_like(ids), 'mask': ids != 0}
+    hidden, _ = family.encode({'params': params}, batch, {}, True)
+    v = np.asarray(hidden[0]).mean(0)
+    np.testing.assert_allclose(got[i], v / np.linalg.norm(v), atol=2e-5)
+
+  src = tmp_path / 'in.json'
+  src.write_text(json.dumps(sentences))
+  out = tmp_path / 'out.npy'
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  cmd = [sys.executable, '-m', 'lmjax.embed', f'--workdir={workdir}', f'--output={out}',
+         '--normalize', '--batch_size=4', '--max_len=32']
+  proc = subprocess.run(cmd + [f'--input={src}'], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  np.testing.assert_allclose(np.load(out), got, atol=1e-6)
+  before = out.read_bytes()
+  (tmp_path / 'bad.json').write_text('{"not": "a list"}')
+  proc = subprocess.run(cmd + [f'--input={tmp_path / "bad.json"}'], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  one_line_error(proc, 'expected a JSON list of strings')
+  assert out.read_bytes() == before  # the existing output is untouched
