@@ -136,11 +136,14 @@ def test_learns_through_the_loop_with_a_fixed_eval_masking(pretrained):
   c = config_base.load_experiment('mlm_wikitext2.py', 'tiny')
   vocab = json.load(open(os.path.join(workdir, 'tokenizer', 'tokenizer.json')))
   assert vocab['kind'] == 'wordpiece'
-  # A 1-layer 16-wide encoder after 80 steps on a synthetic grammar: well below uniform
-  # (measured: ppl 52.9 of 196, accuracy 0.146 of 1/196).
+  # The grammar's context beats the unigram distribution of the training tokens (measured:
+  # ppl 12.5 against 46 after 300 steps), which no model of the masked token alone can.
   task = tasks.build(c, workdir)
-  assert report['ppl'] < 0.4 * task.tokenizer.vocab_size, report
-  assert report['accuracy'] > 0.1, report
+  train_ids = task.data.train.ids[task.data.train.ids > 4]
+  freq = np.bincount(train_ids, minlength=task.tokenizer.vocab_size) + 1.0
+  targets = np.concatenate([b['targets'][b['weights'] > 0] for b in task.eval_batches('eval')])
+  unigram = np.exp(-np.log(freq[targets] / freq.sum()).mean())
+  assert report['ppl'] < unigram / 2, (report, unigram)
   assert report['tokens'] == sum(int(b['weights'].sum()) for b in task.eval_batches('eval'))
   c.seed = 7  # another training seed: the same eval masking
   other = tasks.build(c, workdir).eval_batches('eval')
