@@ -15,9 +15,10 @@ and weight 1 (P = max_predictions; unused slots weight 0), so the loss reads onl
 positions and the vocabulary projection runs on P, not T, rows.
 
 Training masks are dynamic: drawn afresh for every batch from (seed, epoch, index), so the
-iterator's state resumes them exactly. Evaluation uses one fixed masking of the whole split
-(config.mlm.eval_seed, independent of config.seed), so masked-token perplexity and accuracy
-are reproducible and comparable between runs.
+iterator's state resumes them exactly. Evaluation uses one fixed masking of the whole split,
+row by row from (config.mlm.eval_seed, row index): independent of config.seed, the eval batch
+size and the mesh, so masked-token perplexity and accuracy are reproducible and comparable
+between runs.
 
 Axis legend: B batch, T length (config.seq_len), P predictions per row.
 """
@@ -193,12 +194,14 @@ class MaskedRowIterator:
 
 
 def eval_batches(rows: Rows, batch_size: int, masker: Masker, seed: int) -> list[dict]:
-  """Every row once, in order, masked with one fixed draw from `seed`; the last batch is
-  padded with weight-0 rows."""
+  """Every row once, in order, each masked by its own draw from (seed, row index), so the
+  masking is the same whatever the batch size or device count; the last batch is padded with
+  weight-0 rows."""
   n = -(-len(rows) // batch_size) * batch_size
-  ids = np.zeros((n, rows.ids.shape[1]), np.int32)
-  ids[:len(rows)] = rows.ids
-  real = np.arange(n) < len(rows)
-  rng = np.random.default_rng([seed, 2])
-  return [masker(ids[i:i + batch_size], rng, real[i:i + batch_size])
+  width = rows.ids.shape[1]
+  masked = [masker(rows.ids[i:i + 1], np.random.default_rng([seed, 2, i]))
+            for i in range(len(rows))]
+  pad = masker(np.zeros((1, width), np.int32), np.random.default_rng(0), np.zeros(1))
+  masked += [pad] * (n - len(rows))
+  return [{k: np.concatenate([m[k] for m in masked[i:i + batch_size]]) for k in pad}
           for i in range(0, n, batch_size)]
