@@ -21,8 +21,12 @@ install: $(VENV)/.installed
 train: install
 	$(PY) -m lmjax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
+# Test files are spread over TEST_WORKERS processes (pytest-xdist), one file per worker at a
+# time so its module fixtures are built once; the suite is mostly compiles and subprocess
+# waits, which two cores run side by side.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) workdirs
