@@ -11,7 +11,7 @@ rounds' ratios):
             BertForSequenceClassification in eager mode, torch.optim.AdamW, clip 1.0.
   embed     sentences/s of mean-pooled, normalised embeddings, batch 32, over a fixed mix of
             short and long sentences (4 to 120 words). lmjax: lmjax.embed.embed_sentences
-            (length-sorted batches, each padded to a multiple of 8, one compile per shape,
+            (length-sorted batches padded to 16, 32, 64, ... tokens, one compile per shape,
             compiles excluded by a warm-up pass). PyTorch: sentence-transformers' encode
             (which also sorts by length).
 

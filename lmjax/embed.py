@@ -13,7 +13,8 @@ it), written to a temporary file and renamed, so a failed run leaves an existing
 Pooling: 'mean' over the real tokens (sentence-transformers' mean pooling, all-MiniLM-L6-v2's
 own), 'cls' the first token's hidden state, 'pooler' BERT's pooler (dense + tanh on [CLS]);
 --normalize divides each vector by its L2 norm. Sentences are sorted by length and batched so
-that padding stays low (each batch padded to a multiple of 8 tokens); longer ones than
+that padding stays low; each batch is padded to a power of two (16, 32, 64, ... tokens) and to
+--batch_size rows, so a run compiles a handful of shapes; longer ones than
 --max_len (default: the model's learned positions for BERT, else config.seq_len) are truncated
 and counted on stderr.
 """
@@ -42,7 +43,7 @@ flags.DEFINE_integer('max_len', 0, 'Tokens per sentence, specials included (0: t
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest intact one).')
 FLAGS = flags.FLAGS
 
-PAD_MULTIPLE = 8
+MIN_BUCKET = 16  # batches are padded to 16, 32, 64, ... tokens: few shapes, few compiles
 POOLING = {'mean': 'mean', 'cls': 'first', 'pooler': 'pooler'}  # -> tasks.classify.pool
 
 
@@ -68,36 +69,49 @@ def read_sentences(path: str) -> list[str]:
 def embed_sentences(family, params, tok, sentences, max_len: int, pooling: str,
                     normalize: bool, batch_size: int):
   """(vectors float32 [N, D] in input order, number truncated)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from lmjax.data import classification as cls_data  # pylint: disable=g-import-not-at-top
-  from lmjax.tasks import classify  # pylint: disable=g-import-not-at-top
   ids, types, truncated = cls_data.encode_texts(tok, sentences, None, max_len)
   split = cls_data.Split(ids, types, np.zeros(len(ids), np.int32), truncated)
-  how = POOLING[pooling]
-
-  @jax.jit
-  def vectors(params, batch):
-    inputs = {'inputs': batch['inputs'], 'token_types': batch['token_types'],
-              'mask': batch['inputs'] != 0}
-    hidden, pooled = family.encode({'params': params}, inputs, {}, True)
-    v = classify.pool(hidden, pooled, inputs['mask'], how).astype(jnp.float32)  # [B, D]
-    if normalize:
-      v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-    return v
-
+  vectors = _vector_fn(family, POOLING[pooling], normalize)
   order = np.argsort(split.lengths, kind='stable')
   out = None
   for s in range(0, len(order), batch_size):
     members = order[s:s + batch_size]
-    batch = cls_data.make_batch(split, members, len(members), max_len, PAD_MULTIPLE)
-    v = np.asarray(vectors(params, batch))
+    longest = int(split.lengths[members].max())
+    bucket = max(MIN_BUCKET, 1 << (longest - 1).bit_length())  # a power of two >= longest
+    batch = cls_data.make_batch(split, members, batch_size, max_len, bucket)
+    v = np.asarray(vectors(params, batch))[:len(members)]
     if out is None:
       out = np.zeros((len(ids), v.shape[1]), np.float32)
     out[members] = v
   return out, truncated
+
+
+_VECTOR_FNS = {}
+
+
+def _vector_fn(family, how: str, normalize: bool):
+  """The jitted (params, batch) -> [B, D] vectors, one per (model, pooling, normalize), so
+  calls after the first reuse its compiles."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from lmjax.tasks import classify  # pylint: disable=g-import-not-at-top
+  key = (id(family), how, normalize)
+  if key not in _VECTOR_FNS:
+    @jax.jit
+    def vectors(params, batch):
+      inputs = {'inputs': batch['inputs'], 'token_types': batch['token_types'],
+                'mask': batch['inputs'] != 0}
+      hidden, pooled = family.encode({'params': params}, inputs, {}, True)
+      v = classify.pool(hidden, pooled, inputs['mask'], how).astype(jnp.float32)  # [B, D]
+      if normalize:
+        v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+      return v
+    _VECTOR_FNS[key] = (family, vectors)  # holds family: its id stays unique
+  return _VECTOR_FNS[key][1]
 
 
 def default_max_len(config) -> int:
