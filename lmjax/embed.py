@@ -30,17 +30,23 @@ from absl import flags
 from lmjax import cli
 from lmjax.errors import UserError
 
-flags.DEFINE_string('workdir', None, 'An encoder run or lmjax.import_hf workdir.')
-flags.DEFINE_string('input', None, "Sentences: a text file (one per line), a .json list of "
-                    "strings, or '-' for standard input.")
-flags.DEFINE_string('output', None, 'Where to write the [N, D] float32 .npy array.')
-flags.DEFINE_enum('pooling', 'mean', ['mean', 'cls', 'pooler'], 'How a sentence vector is '
-                  'made from the hidden states.')
-flags.DEFINE_bool('normalize', False, 'L2-normalise each vector.')
-flags.DEFINE_integer('batch_size', 32, 'Sentences per batch.')
-flags.DEFINE_integer('max_len', 0, 'Tokens per sentence, specials included (0: the model\'s '
-                     'maximum).')
-flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest intact one).')
+
+def define_flags() -> None:
+  """The command line flags (defined only when run as a program, so that the functions here
+  can be imported beside other tools' flags)."""
+  flags.DEFINE_string('workdir', None, 'An encoder run or lmjax.import_hf workdir.')
+  flags.DEFINE_string('input', None, "Sentences: a text file (one per line), a .json list of "
+                      "strings, or '-' for standard input.")
+  flags.DEFINE_string('output', None, 'Where to write the [N, D] float32 .npy array.')
+  flags.DEFINE_enum('pooling', 'mean', ['mean', 'cls', 'pooler'], 'How a sentence vector is '
+                    'made from the hidden states.')
+  flags.DEFINE_bool('normalize', False, 'L2-normalise each vector.')
+  flags.DEFINE_integer('batch_size', 32, 'Sentences per batch.')
+  flags.DEFINE_integer('max_len', 0, 'Tokens per sentence, specials included (0: the model\'s '
+                       'maximum).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest intact one).')
+
+
 FLAGS = flags.FLAGS
 
 MIN_BUCKET = 16  # batches are padded to 16, 32, 64, ... tokens: few shapes, few compiles
@@ -178,4 +184,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)
