@@ -443,7 +443,8 @@ def saved_config(saved: dict) -> Any:
   task = saved.get('task') or ('translation' if saved.get('model', {}).get('name') in
                                ('encoder_decoder', 'rnn_seq2seq') else 'lm')
   base = {'translation': config_base.translation_config, 'classify': config_base.classify_config,
-          'mlm': config_base.mlm_config}.get(task, config_base.base_config)()
+          'mlm': config_base.mlm_config,
+          'embeddings': config_base.embeddings_config}.get(task, config_base.base_config)()
   merged = base.to_dict()
 
   def update(dst: dict, src: dict) -> None:

@@ -13,7 +13,7 @@ from lmjax.config_schema import PROBABILITY, Bool, Choice, Float, Int, Str
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = 'lm'  # lm | translation | ngram | classify | mlm (lmjax/tasks/)
+  c.task = 'lm'  # lm | translation | ngram | classify | mlm | embeddings (lmjax/tasks/)
   # Warm start: a workdir (its newest intact checkpoint) or WORKDIR/checkpoints/STEP; matching
   # parameters are loaded, new ones keep their init (lmjax/warm_start.py). '' starts fresh.
   c.init_from = ''
@@ -25,7 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 0  # > 0: train this many epochs instead of num_train_steps
   c.grad_accum_steps = 1  # microbatches per update (the batch is split, gradients summed)
   c.label_smoothing = 0.0
-  c.loss_normalization = 'tokens'  # or 'sequences': summed over time, mean over batch
+  # 'tokens': mean per target token; 'sequences': summed over time, mean over the batch;
+  # 'sum': the batch's summed gradient (word embeddings, whose lr is per pair)
+  c.loss_normalization = 'tokens'
   c.log_every = 50
   c.eval_every = 500  # 0: once per epoch
   # Keeps the last max_to_keep steps plus the best by eval best_metric ('' to disable; mode
@@ -55,11 +57,19 @@ def base_config() -> ml_collections.ConfigDict:
       'tokenizer': 'word', 'vocab_size': 8000, 'spm_model': '', 'spm_type': 'unigram',
       'spm_input_sentence_size': 0,
       'synthetic_lines': 20000, 'synthetic_eval_lines': 2000, 'seed': 0})
+  # Word vocabularies (tokenizer='word'): words seen fewer than min_count times, or past the
+  # max_vocab most frequent (0: no limit), are unknown.
+  c.data.update(min_count=1, max_vocab=0)
+  # Text cleaning of local text before anything else (lmjax/data/clean.py; all off).
+  c.data.clean = ml_collections.ConfigDict({
+      'nfkc': False, 'lowercase': False, 'strip_html': False, 'punctuation': '',
+      'collapse_whitespace': False, 'stopwords': ''})
 
   c.optimizer = ml_collections.ConfigDict({
       'name': 'adamw', 'learning_rate': 1e-3, 'warmup_steps': 100, 'schedule': 'cosine',
       'min_lr_ratio': 0.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-9, 'weight_decay': 0.01,
-      'momentum': 0.0, 'grad_clip_norm': 1.0, 'decay_after_epochs': 4, 'decay_factor': 0.5})
+      'momentum': 0.0, 'grad_clip_norm': 1.0, 'decay_after_epochs': 4, 'decay_factor': 0.5,
+      'initial_accumulator': 0.1})
 
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
   c.logical_axis_rules = [list(r) for r in sharding.DEFAULT_RULES]
@@ -126,6 +136,7 @@ def classify_config() -> ml_collections.ConfigDict:
       'spm_model': '', 'spm_type': 'unigram', 'spm_input_sentence_size': 0,
       'pad_multiple': 8, 'bucket': True,
       'synthetic_lines': 2000, 'synthetic_eval_lines': 200, 'seed': 0})
+  c.data.clean = base_config().data.clean
   return c
 
 
@@ -152,10 +163,40 @@ def mlm_config() -> ml_collections.ConfigDict:
   return c
 
 
+def embeddings_config() -> ml_collections.ConfigDict:
+  """base_config() for config.task='embeddings' (lmjax/tasks/embeddings.py): word2vec
+  skip-gram with negative sampling at the reference tools' defaults (dimension 100, window 5,
+  5 negatives, sample 1e-3, min count 5, lr 0.025 decaying linearly, 5 epochs)."""
+  c = base_config()
+  c.task = 'embeddings'
+  c.seq_len = 1000  # words per row (the C tool's longest sentence); rows follow the corpus
+  c.batch_size = 8  # rows per step
+  c.num_epochs = 5
+  c.loss_normalization = 'sum'
+  c.eval_every = 0  # once per epoch
+  c.log_every = 100
+  c.checkpoint.update(best_metric='', every=1000)
+  c.sample.num_samples = 0
+  c.model = ml_collections.ConfigDict({'name': 'word2vec', 'architecture': 'skipgram',
+                                       'embed_dim': 100})
+  c.data.update(source='text', tokenizer='word', min_count=5)
+  c.optimizer.update(name='sgd', learning_rate=0.025, warmup_steps=0, schedule='linear',
+                     min_lr_ratio=1e-4, grad_clip_norm=0.0, weight_decay=0.0)
+  # row_cap: a table row touched by n > row_cap terms of one batch gets row_cap / n of its
+  # summed gradient (lmjax/models/embeddings.py; 0: none). wordsim / simlex / analogy: '' = gensim's test data when gensim is installed, a path, or
+  # 'off'; restrict_vocab: analogies over this many most frequent words.
+  c.embeddings = ml_collections.ConfigDict({
+      'window': 5, 'negatives': 5, 'noise_power': 0.75, 'sample': 1e-3, 'row_cap': 16.0,
+      'x_max': 100.0, 'alpha': 0.75,
+      'wordsim': '', 'simlex': '', 'analogy': '', 'restrict_vocab': 30000,
+      'neighbours': 'king,france,three,good,computer'})
+  return c
+
+
 # Field -> rule (lmjax/config_schema.py). A config without the field skips it: model families
 # have their own fields, which their config dataclasses check too (lmjax/models).
 SCHEMA = {
-    'task': Choice(('lm', 'translation', 'ngram', 'classify', 'mlm')),
+    'task': Choice(('lm', 'translation', 'ngram', 'classify', 'mlm', 'embeddings')),
     'init_from': Str(),
     'seed': Int(0),
     'batch_size': Int(1),
@@ -165,7 +206,7 @@ SCHEMA = {
     'num_epochs': Int(0),
     'grad_accum_steps': Int(1),
     'label_smoothing': PROBABILITY,
-    'loss_normalization': Choice(('tokens', 'sequences')),
+    'loss_normalization': Choice(('tokens', 'sequences', 'sum')),
     'log_every': Int(1),
     'eval_every': Int(0),
     'checkpoint.every': Int(1),
@@ -205,10 +246,11 @@ SCHEMA = {
     'data.joint_vocab': Bool(),
     'data.packing': Bool(),
     'data.pad_multiple': Int(1),
-    'optimizer.name': Choice(('adamw', 'adam', 'sgd')),
+    'optimizer.name': Choice(('adamw', 'adam', 'sgd', 'adagrad')),
     'optimizer.learning_rate': Float(0),
     'optimizer.warmup_steps': Int(0),
-    'optimizer.schedule': Choice(('constant', 'cosine', 'rsqrt', 'epoch_decay')),
+    'optimizer.schedule': Choice(('constant', 'cosine', 'linear', 'rsqrt', 'epoch_decay')),
+    'optimizer.initial_accumulator': Float(0),
     'optimizer.min_lr_ratio': Float(0, 1),
     'optimizer.b1': Float(0, 1, hi_open=True),
     'optimizer.b2': Float(0, 1, hi_open=True),
@@ -238,6 +280,25 @@ SCHEMA = {
     'mlm.whole_word': Bool(),
     'mlm.max_predictions': Int(0),
     'mlm.eval_seed': Int(0),
+    'data.min_count': Int(1),
+    'data.max_vocab': Int(0),
+    'data.clean.nfkc': Bool(), 'data.clean.lowercase': Bool(), 'data.clean.strip_html': Bool(),
+    'data.clean.collapse_whitespace': Bool(),
+    'data.clean.punctuation': Choice(('', 'strip', 'separate')),
+    'data.clean.stopwords': Str(),
+    'model.architecture': Choice(('skipgram', 'cbow')),
+    'model.init_embeddings': Str(),  # a word-vector file (lmjax/warm_start.py)
+    'model.freeze_embeddings': Bool(),
+    'embeddings.window': Int(1),
+    'embeddings.negatives': Int(1),
+    'embeddings.noise_power': Float(0),
+    'embeddings.sample': Float(0),
+    'embeddings.row_cap': Float(0),
+    'embeddings.x_max': Float(0, lo_open=True),
+    'embeddings.alpha': Float(0),
+    'embeddings.wordsim': Str(), 'embeddings.simlex': Str(), 'embeddings.analogy': Str(),
+    'embeddings.restrict_vocab': Int(1),
+    'embeddings.neighbours': Str(),
 }
 
 

@@ -317,6 +317,8 @@ IGNORED[('ngram', 'synthetic')] = IGNORED[('lm', 'synthetic')]
 IGNORED[('mlm', 'synthetic')] = IGNORED[('lm', 'synthetic')]
 IGNORED[('mlm', 'tfds')] = IGNORED[('lm', 'tfds')]
 IGNORED[('ngram', 'tfds')] = IGNORED[('lm', 'tfds')]
+IGNORED[('embeddings', 'synthetic')] = IGNORED[('lm', 'synthetic')]
+IGNORED[('embeddings', 'tfds')] = IGNORED[('lm', 'tfds')]
 
 
 def _check_file(path: str, field: str) -> None:
@@ -366,11 +368,13 @@ def check_data(config: Any) -> None:
       for lang in (d.source_lang, d.target_lang):
         _check_file(f'{prefix}.{lang}', split)
     return
+  from lmjax import tasks  # pylint: disable=g-import-not-at-top
+  reads_eval = getattr(tasks.TASKS[config.task](), 'reads_eval', True)
   for split in splits:
     path = d.get(split, '')
     if path:
       _check_file(path, split)
-    elif split == 'train' or (split == 'eval' and not d.get('eval_fraction')):
+    elif split == 'train' or (split == 'eval' and reads_eval and not d.get('eval_fraction')):
       raise UserError(f'config.data.{split} must be set for data.source=text'
                       + ('' if split == 'train' else
                          ' (or config.data.eval_fraction to split the training file)'))

@@ -35,7 +35,8 @@ def make_steps(task: Any, tx, schedule, config: Any, batch_axes: dict):
 
   config.loss_normalization: 'tokens' minimises the loss per unit of weight (per target
   token); 'sequences' the loss summed over each row and averaged over the rows, as in Zaremba
-  et al.'s PTB code (their lr 1.0 and clip 5 assume this scale).
+  et al.'s PTB code (their lr 1.0 and clip 5 assume this scale); 'sum' the batch's summed
+  gradient (word embeddings: the reference tools' learning rate is per pair).
   config.grad_accum_steps: the batch is split into this many microbatches (rows i, i+m, ...,
   so each device keeps its own rows) whose sums are accumulated in a scan before one update;
   it equals the update of the whole batch. batch_axes: {key: logical axes} of the batch spec;
@@ -82,7 +83,7 @@ def make_steps(task: Any, tx, schedule, config: Any, batch_axes: dict):
       loss_sum, grads = loss_sum * poison, jax.tree.map(lambda g: g * poison, grads)
     w = sums['weight']
     rows = next(batch[k].shape[0] for k in sorted(batched))
-    norm = jnp.maximum(w, 1.0) if norm_kind == 'tokens' else rows
+    norm = {'tokens': jnp.maximum(w, 1.0), 'sequences': rows, 'sum': 1.0}[norm_kind]
     grads = jax.tree.map(lambda g: g / norm, grads)
     loss, grad_norm = loss_sum / jnp.maximum(w, 1.0), optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -251,6 +252,9 @@ def prepare(config: Any, workdir: str | None, devices: Any = None,
   rules = sharding.rules_from_config(config.logical_axis_rules)
   task = tasks.build(config, workdir, vocab_size, source_vocab_size)
   tx, schedule = optim.make_optimizer(config.optimizer, task.num_steps, task.steps_per_epoch)
+  if config.model.get('freeze_embeddings'):
+    from lmjax import warm_start  # pylint: disable=g-import-not-at-top
+    tx = optim.freeze(tx, *warm_start.param_axes(task))
   spec = task.batch_spec()
   batch_sharding = {k: _logical_sharding(s.axes, mesh, rules) for k, s in spec.items()}
   init_fn, state_shapes, state_sharding = sharded_state(task, tx, mesh, rules, config.seed)

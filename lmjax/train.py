@@ -1,8 +1,8 @@
 """train_and_evaluate(config, workdir): the one train/eval loop, for every task.
 
 Sections: run (task -> mesh -> data -> model -> sharded state -> jitted steps; lmjax/steps.py)
--> checkpoint restore or init (or warm start, config.init_from) -> loop (log, eval,
-checkpoint, preemption) -> final eval, test split, the task's end-of-run lines.
+-> checkpoint restore or init (or warm start: config.init_from, config.model.init_embeddings)
+-> loop (log, eval, checkpoint, preemption) -> final eval, test split, the task's end-of-run lines.
 
 The loop knows only the task protocol (lmjax/tasks/base.py): it never asks which task or model
 family it runs.
@@ -73,9 +73,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
     _say(f'resuming from step {step0}: {checkpoint.step_dir(mngr, step0)}')
   else:
     state = run.init()
-    if config.init_from:
+    if config.init_from or config.model.get('init_embeddings'):
       from lmjax import warm_start  # pylint: disable=g-import-not-at-top
-      state = warm_start.init_from(run, state, config.init_from, _say)
+      state = warm_start.warm_start(run, state, config, _say)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state['params']))
   _say(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(run.mesh.shape)}; '
        f'vocab {tok.vocab_size}; {task.describe(train_iter)}, {task.steps_per_epoch:,} steps '

@@ -18,6 +18,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
@@ -165,3 +166,89 @@ def init_from(run: Any, state: dict, source: str, say: Callable[[str], None]) ->
   params = traverse_util.unflatten_dict({k: restored.get(k, v) for k, v in cur.items()})
   _report(step_dir, loaded, new, dropped, cur, say)
   return dict(state, params=params)
+
+
+def warm_start(run: Any, state: dict, config: Any, say: Callable[[str], None]) -> dict:
+  """A fresh state warm-started by config.init_from, then config.model.init_embeddings."""
+  if config.init_from:
+    state = init_from(run, state, config.init_from, say)
+  if config.model.get('init_embeddings'):
+    state = init_embeddings(run, state, config.model.init_embeddings, say)
+  return state
+
+
+# --- config.model.init_embeddings: a word-vector file into the token embedding tables ---
+
+EMBEDDING_AXES = ('vocab', 'embed')  # a token embedding table, in every family
+
+
+def token_strings(tok: Any) -> list[str]:
+  """The tokenizer's entries as words, by id (SentencePiece's word-start mark dropped)."""
+  if hasattr(tok, 'tokens'):
+    return list(tok.tokens)
+  if hasattr(tok, 'id_to_token'):
+    return [tok.id_to_token(i) or '' for i in range(tok.vocab_size)]
+  if hasattr(tok, 'id_to_piece'):
+    return [tok.id_to_piece(i).lstrip('\u2581') for i in range(tok.vocab_size)]
+  raise UserError(f'config.model.init_embeddings: the {type(tok).__name__} vocabulary has no '
+                  'word list to align vectors to')
+
+
+def embedding_tables(task: Any) -> list[tuple]:
+  """Parameter paths of the model's token embedding tables (logical axes ('vocab', 'embed'),
+  whatever the family calls them)."""
+  return param_axes(task)[1]
+
+
+def param_axes(task: Any) -> tuple[list[tuple], list[tuple]]:
+  """(every parameter path, the token embedding tables' paths) of the task's model."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from lmjax.tasks import base  # pylint: disable=g-import-not-at-top
+  spec = task.batch_spec()
+  boxed = jax.eval_shape(lambda r: task.init_params(r, base.dummy_batch(spec)),
+                         jax.random.PRNGKey(0))
+  flat = traverse_util.flatten_dict(boxed, is_leaf=lambda _, x: isinstance(x, nn.Partitioned))
+  tables = sorted(k for k, v in flat.items()
+                  if isinstance(v, nn.Partitioned) and tuple(v.names) == EMBEDDING_AXES)
+  return sorted(flat), tables
+
+
+def init_embeddings(run: Any, state: dict, path: str, say: Callable[[str], None]) -> dict:
+  """`state` with its token embedding rows taken from the vectors file at `path`.
+
+  Row i of each table becomes the vector of token i (or of its lower-cased form); tokens the
+  file lacks, and rows past the vocabulary, keep the model's own initialisation.
+  """
+  from lmjax import vectors  # pylint: disable=g-import-not-at-top
+  field = f'config.model.init_embeddings={path}'
+  if getattr(run.task, 'tokenizer', None) is None:
+    raise UserError(f'{field}: this task has no vocabulary to align vectors to')
+  v = vectors.read_vectors(path)
+  tokens = token_strings(run.task.tokenizer)
+  table, found, missing = vectors.align(v, tokens, init='zeros')
+  missing_set = set(missing)
+  tables = embedding_tables(run.task)
+  if not tables:
+    raise UserError(f'{field}: model {run.task.config.model.name!r} has no token embedding '
+                    'table')
+  cur = traverse_util.flatten_dict(state['params'])
+  new = dict(cur)
+  for key in tables:
+    rows, dim = cur[key].shape
+    if dim != v.dim:
+      raise UserError(f'{field}: the file has vectors of dimension {v.dim}; the model\'s '
+                      f'embedding table {_path(key)} has {dim} (set the model width to {v.dim})')
+    n = min(rows, len(tokens))
+    have = np.zeros(rows, bool)  # [rows]: the file gives this row
+    have[:n] = [t not in missing_set for t in tokens[:n]]
+    old = cur[key]
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      old = multihost_utils.process_allgather(old, tiled=True)
+    old = np.asarray(jax.device_get(old))
+    merged = np.where(have[:, None], np.pad(table[:n], ((0, rows - n), (0, 0))), old)
+    new[key] = jax.device_put(merged.astype(old.dtype), cur[key].sharding)
+  say(f'init_embeddings {path}: {found:,} of {len(tokens):,} vocabulary entries from the file '
+      f'({len(missing):,} not in it keep their initialisation) into '
+      f'{", ".join(_path(k) for k in tables)}')
+  return dict(state, params=traverse_util.unflatten_dict(new))

@@ -2,6 +2,10 @@
 
 import os
 
+import pytest
+
+from lmjax.errors import UserError
+
 
 def one_line_error(proc, *needles):
   """The process failed with exit 2 and exactly one 'error: ...' line naming the needles."""
@@ -22,3 +26,14 @@ def listing(path):
       p = os.path.join(root, f)
       out[p] = (os.path.getsize(p), os.path.getmtime(p))
   return out
+
+
+def user_error(fn, *args, needles=(), **kwargs) -> str:
+  """Runs `fn`, expecting a one-line UserError that contains every needle."""
+  with pytest.raises(UserError) as info:
+    fn(*args, **kwargs)
+  message = str(info.value)
+  assert '\n' not in message, message
+  for needle in needles:
+    assert str(needle) in message, (needle, message)
+  return message

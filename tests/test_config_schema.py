@@ -55,7 +55,7 @@ BAD = [
     (LM, 'optimizer.min_lr_ratio', 1.5, 'must be in [0, 1]'),
     (LM, 'optimizer.decay_factor', 0.0, 'must be in (0, 1]'),
     (LM, 'optimizer.name', 'lion', "one of 'adamw', 'adam', 'sgd'"),
-    (LM, 'optimizer.schedule', 'linear', "'cosine'"),
+    (LM, 'optimizer.schedule', 'step', "'cosine'"),
     (LM, 'model.dropout_rate', 1.5, 'must be in [0, 1)'),
     (LM, 'model.dropout_rate', 1.0, 'must be in [0, 1)'),
     (LM, 'model.attention_dropout_rate', -0.1, 'must be in [0, 1)'),

@@ -17,16 +17,10 @@ from lmjax.data import tfds_source
 from lmjax.data import tokenizers
 from lmjax.errors import UserError
 
+import cli_checks
 
-def _user_error(fn, *args, needles=(), **kwargs) -> str:
-  """Runs `fn`, expecting a one-line UserError that contains every needle."""
-  with pytest.raises(UserError) as info:
-    fn(*args, **kwargs)
-  message = str(info.value)
-  assert '\n' not in message, message
-  for needle in needles:
-    assert str(needle) in message, (needle, message)
-  return message
+
+_user_error = cli_checks.user_error
 
 
 def _write(path, data: bytes) -> str:

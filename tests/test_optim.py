@@ -60,7 +60,7 @@ def test_unknown_optimizer_and_schedule():
   with pytest.raises(UserError, match='config.optimizer.name'):
     optim.make_optimizer(opt(name='lion'), 10)
   with pytest.raises(UserError, match='config.optimizer.schedule'):
-    optim.make_optimizer(opt(schedule='linear'), 10)
+    optim.make_optimizer(opt(schedule='step'), 10)
 
 
 def test_sgd_and_clipping():
@@ -92,3 +92,12 @@ def test_ptb_schedules_follow_the_paper(variant, max_epoch, divisor, code_schedu
       lr /= divisor
   got = [float(s(i)) for i in range(c.num_epochs * steps_per_epoch)]
   np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_linear_schedule_falls_to_the_floor():
+  """word2vec's schedule: the peak at step 0, peak x min_lr_ratio at the last step."""
+  _, schedule = optim.make_optimizer(opt(name='sgd', learning_rate=0.025, warmup_steps=0,
+                                         schedule='linear', min_lr_ratio=1e-4), 100)
+  assert float(schedule(0)) == pytest.approx(0.025)
+  assert float(schedule(50)) == pytest.approx(0.025 * (1 - 0.5 * (1 - 1e-4)), rel=1e-5)
+  assert float(schedule(100)) == pytest.approx(0.025 * 1e-4, rel=1e-4)

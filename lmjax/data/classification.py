@@ -344,10 +344,25 @@ class Data:
   test: Optional[Split]
 
 
+def _cleaned(cfg: Any, table: Optional[Table], split: str) -> Optional[Table]:
+  """The table's texts through config.data.clean; an example it empties is an error naming
+  its file and line."""
+  if table is None:
+    return None
+  columns = [lm_data.clean_lines(cfg, col, f'config.data.{split}')
+             for col in (table.first, table.second) if col is not None]
+  for col in columns:
+    for value, where in zip(col, table.where):
+      if not value.strip():
+        raise UserError(f'{where}: the text is empty after config.data.clean')
+  return dataclasses.replace(table, first=columns[0],
+                             second=columns[1] if table.second is not None else None)
+
+
 def load_classification_data(cfg: Any, max_len: int, workdir: Optional[str]) -> Data:
   """Reads, checks and tokenizes every split (the tokenizer is built from the training
   text unless one is given or saved in the workdir)."""
-  tables = {s: read_table(cfg, s) for s in ('train', 'eval', 'test')}
+  tables = {s: _cleaned(cfg, read_table(cfg, s), s) for s in ('train', 'eval', 'test')}
   train = tables['train']
   classes = None if cfg.regression else class_list(cfg, train)
   labels = {s: map_labels(t, cfg, classes) for s, t in tables.items() if t is not None}

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional
 import jax
 import numpy as np
 
-from lmjax.data import synthetic, text, tokenizers
+from lmjax.data import clean, synthetic, text, tokenizers
 from lmjax.errors import UserError
 
 
@@ -46,7 +46,26 @@ class Corpus:
 
 
 def raw_lines(cfg: Any, split: str) -> list[str]:
-  """The text lines of a split (config.data.source: synthetic, text or tfds)."""
+  """The text lines of a split (config.data.source: synthetic, text or tfds), cleaned by
+  config.data.clean when any of its options is on."""
+  return clean_lines(cfg, _source_lines(cfg, split), f'config.data.{split}')
+
+
+def clean_lines(cfg: Any, lines: list[str], what: str) -> list[str]:
+  """`lines` through config.data.clean (lmjax/data/clean.py); one log line of what changed."""
+  if not cfg.get('clean'):
+    return lines
+  cleaner = clean.Cleaner(cfg.clean)
+  if not cleaner.active:
+    return lines
+  lines = cleaner.clean(lines)
+  cleaner.check_not_empty(lines, what)
+  if jax.process_index() == 0:
+    print(cleaner.describe(what), flush=True)
+  return lines
+
+
+def _source_lines(cfg: Any, split: str) -> list[str]:
   if cfg.source == 'synthetic':
     n = cfg.synthetic_lines if split == 'train' else cfg.synthetic_eval_lines
     return synthetic.generate_lines(n, cfg.seed + (0 if split == 'train' else 1))
@@ -143,7 +162,9 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
       raise UserError(f'config.data.spm_model={cfg.spm_model} is a SentencePiece model but '
                       "config.data.tokenizer='word' builds a word vocabulary: set "
                       "config.data.tokenizer='sentencepiece' to use it, or clear spm_model")
-    tok = tokenizers.WordVocab.build(train_lines)
+    tok = tokenizers.WordVocab.build(train_lines, max_size=(
+        int(cfg.max_vocab) + len(tokenizers.WordVocab.SPECIALS) if cfg.get('max_vocab')
+        else None), min_count=int(cfg.get('min_count', 1)))
   elif kind in ('sentencepiece', 'char'):
     if cfg.get('spm_model'):
       tok = tokenizers.SentencePieceTokenizer.load(cfg.spm_model)
@@ -213,7 +234,8 @@ def load_lm_data(cfg: Any, workdir: Optional[str]):
   tok = build_tokenizer(cfg, train_lines, workdir)
   test = None
   if cfg.get('test'):
-    test = encode_corpus(text.read_lines(cfg.test, what='config.data.test'), tok)
+    test = encode_corpus(clean_lines(cfg, text.read_lines(cfg.test, what='config.data.test'),
+                                     'config.data.test'), tok)
   return tok, encode_corpus(train_lines, tok), encode_corpus(eval_lines, tok), test
 
 

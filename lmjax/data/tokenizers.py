@@ -127,7 +127,8 @@ class WordVocab:
       counts.pop(special, None)
     words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
     if not words:
-      raise UserError(f'cannot build a word vocabulary: no word occurs {min_count}+ times')
+      raise UserError(f'cannot build a word vocabulary: no word occurs {min_count}+ times '
+                      f'(config.data.min_count={min_count})')
     if max_size is not None:
       words = words[:max_size - len(cls.SPECIALS)]
     return cls(cls.SPECIALS + tuple(words))

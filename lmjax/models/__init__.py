@@ -14,6 +14,10 @@ import jax.numpy as jnp
 from lmjax.errors import UserError
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# config.model fields of every family, read by the trainer, not the family:
+# init_embeddings (a word-vector file for the token embedding tables, lmjax/warm_start.py)
+# and freeze_embeddings (those tables get no updates).
+EMBEDDING_INIT_FIELDS = ('init_embeddings', 'freeze_embeddings')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +61,7 @@ def dataclass_from_config(cls, model_cfg: Any, **extra) -> Any:
   names = {f.name for f in dataclasses.fields(cls)}
   values = dict(extra)
   for key, value in model_cfg.items():
-    if key == 'name':
+    if key in ('name',) + EMBEDDING_INIT_FIELDS:
       continue
     if key == 'dtype':
       if value not in DTYPES:

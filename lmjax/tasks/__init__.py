@@ -34,8 +34,13 @@ def _mlm():
   return mlm.MLMTask
 
 
+def _embeddings():
+  from lmjax.tasks import embeddings
+  return embeddings.EmbeddingsTask
+
+
 TASKS = {'lm': _lm, 'translation': _translation, 'ngram': _ngram, 'classify': _classify,
-         'mlm': _mlm}
+         'mlm': _mlm, 'embeddings': _embeddings}
 
 
 def build(config: Any, workdir: str | None, vocab_size: int | None = None,
