@@ -95,6 +95,8 @@ def lm_decoder_of(family: Any):
 
   The family's own attribute if it has one, else its model config's method of that name.
   """
+  if family is None:  # a task without a network (word embeddings)
+    return None
   fn = getattr(family, 'lm_decoder', None)
   return fn if fn is not None else getattr(family.config, 'lm_decoder', None)
 

@@ -206,8 +206,10 @@ def plan(config: Any, vocab_size: int, hbm_gib: float | None = None) -> dict:
       'lower_s': t1 - t0, 'compile_s': t2 - t1,
       'flops_per_device_compiled': float(cost.get('flops', float('nan'))),
       'flops_per_step_xla': hlo_flops_per_step(config, vocab_size),
-      'flops_per_step_analytic': analytic_flops(s.task.model.config, num_params,
-                                                int(config.batch_size), int(config.seq_len)),
+      # 6·P·tokens describes a network; a task without one (word embeddings) has no such figure.
+      'flops_per_step_analytic': (analytic_flops(s.task.model.config, num_params,
+                                                 int(config.batch_size), int(config.seq_len))
+                                  if s.task.model is not None else float('nan')),
   }
   if mem is not None:
     out.update(argument_bytes=int(mem.argument_size_in_bytes),

@@ -51,9 +51,9 @@ def main(argv):
       raise UserError(f'--reference {FLAGS.reference} has {len(refs)} lines, the source has '
                       f'{len(lines)}')
   config, family, params, tok, step = checkpoint.load_trained(FLAGS.workdir, FLAGS.step)
-  if not family.seq2seq:
-    raise UserError(f'--workdir {FLAGS.workdir} holds a language model '
-                    f'({config.model.name!r}); translation needs encoder_decoder or rnn_seq2seq')
+  if family is None or not family.seq2seq:
+    raise UserError(f'--workdir {FLAGS.workdir} holds model {config.model.name!r} (task '
+                    f'{config.task!r}); translation needs encoder_decoder or rnn_seq2seq')
   dec = config.decode
   for name in ('beam_size', 'alpha', 'batch_size'):
     if getattr(FLAGS, name) is not None:

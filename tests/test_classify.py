@@ -131,6 +131,18 @@ def test_eval_label_outside_the_training_classes(tmp_path):
     cls_data.load_classification_data(c.data, 16, None)
 
 
+def test_cleaning_applies_to_the_texts_and_an_emptied_one_names_its_line(tmp_path):
+  c = tiny(source='text', train=write(tmp_path / 'tr.tsv',
+                                      'sentence\tlabel\n<b>GOOD</b> film\t1\nbad film\t0\n'),
+           eval=write(tmp_path / 'ev.tsv', 'sentence\tlabel\n<i>Good</i>\t1\n'), classes=[])
+  c.data.clean.update(strip_html=True, lowercase=True)
+  data = cls_data.load_classification_data(c.data, 16, None)
+  assert data.tokenizer.encode('good film') == [int(i) for i in data.train.ids[0][1:-1]]
+  c.data.eval = write(tmp_path / 'ev2.tsv', 'sentence\tlabel\nfine\t1\n<br/>\t1\n')
+  with pytest.raises(UserError, match=r'ev2.tsv line 3: the text is empty after config.data.clean'):
+    cls_data.load_classification_data(c.data, 16, None)
+
+
 # ----------------------------------------------------------------------------- batches
 
 

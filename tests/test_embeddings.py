@@ -276,3 +276,27 @@ def _flat(params):
 
 def _leaf(params, key):
   return _flat(params)[key]
+
+
+def test_cleaning_options_reach_the_vocabulary(tmp_path):
+  corpus = tmp_path / 'corpus.txt'
+  corpus.write_text('The <b>Cat</b> sat, the DOG ran!\nA cat &amp; a dog.\n' * 20)
+  config = _tiny('word2vec.py', tmp_path, **{
+      'data.source': 'text', 'data.train': str(corpus), 'num_train_steps': 2,
+      'eval_every': 2, 'checkpoint.every': 2})
+  config.data.clean.update(strip_html=True, lowercase=True, punctuation='strip',
+                           stopwords='english', collapse_whitespace=True)
+  from lmjax import tasks
+  task = tasks.build(config, str(tmp_path / 'run'))
+  words = set(task.tokenizer.tokens[3:])
+  assert words == {'cat', 'sat', 'dog', 'ran'}  # no tags, case, punctuation or stop words
+
+
+def test_a_corpus_empty_after_cleaning_is_one_error(tmp_path):
+  corpus = tmp_path / 'corpus.txt'
+  corpus.write_text('the of and\n<p>a</p> an\n')
+  config = _tiny('word2vec.py', tmp_path, **{'data.source': 'text', 'data.train': str(corpus)})
+  config.data.clean.update(strip_html=True, stopwords='english')
+  with pytest.raises(UserError, match='config.data.train: empty after cleaning'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
