@@ -300,3 +300,22 @@ def test_a_corpus_empty_after_cleaning_is_one_error(tmp_path):
   with pytest.raises(UserError, match='config.data.train: empty after cleaning'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+@pytest.mark.parametrize('name', ['word2vec.py', 'glove.py'])
+def test_vocabulary_sharded_tables_give_the_same_losses(name, tmp_path):
+  """The tables split over the mesh's tensor axis (logical 'vocab') change cost, not values."""
+  from lmjax import steps
+  losses = {}
+  for mesh in ((1, 1, 1), (2, 2, 2)):
+    c = _tiny(name, tmp_path)
+    c.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
+    run = steps.prepare(c, str(tmp_path / f'wd{mesh}'), devices=jax.devices()[:int(np.prod(mesh))])
+    it, state = run.task.train_iterator(), run.init()
+    out = []
+    for _ in range(3):
+      state, o = run.train_step(state, next(it))
+      out.append(float(o['loss']))
+    losses[mesh] = out
+  for mesh, out in losses.items():
+    np.testing.assert_allclose(out, losses[(1, 1, 1)], rtol=1e-5, err_msg=str(mesh))
