@@ -43,7 +43,6 @@ def get_config(arg: str = 'sgns'):
     c.eval_every = 200
     c.log_every = 50
     c.checkpoint.update(every=200, async_save=False)
-    # 69 word types in 1,024-word batches: every row is hot, so the cap sits higher.
-    c.embeddings.update(wordsim='off', simlex='off', analogy='off', sample=0.0, row_cap=64.0,
+    c.embeddings.update(wordsim='off', simlex='off', analogy='off', sample=0.0,
                         neighbours='cat,red,three')
   return c

@@ -186,7 +186,7 @@ def embeddings_config() -> ml_collections.ConfigDict:
   # summed gradient (lmjax/models/embeddings.py; 0: none). wordsim / simlex / analogy: '' = gensim's test data when gensim is installed, a path, or
   # 'off'; restrict_vocab: analogies over this many most frequent words.
   c.embeddings = ml_collections.ConfigDict({
-      'window': 5, 'negatives': 5, 'noise_power': 0.75, 'sample': 1e-3, 'row_cap': 16.0,
+      'window': 5, 'negatives': 5, 'noise_power': 0.75, 'sample': 1e-3, 'row_cap': 64.0,
       'x_max': 100.0, 'alpha': 0.75,
       'wordsim': '', 'simlex': '', 'analogy': '', 'restrict_vocab': 30000,
       'neighbours': 'king,france,three,good,computer'})
