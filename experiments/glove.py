@@ -8,7 +8,10 @@ output). On WikiText-2's training text:
   python -m lmjax.main --config=experiments/glove.py --workdir=/tmp/glove \\
       --config.data.train=../shared/data/wikitext-2/train.txt
 
-Evaluated like experiments/word2vec.py (WordSim-353, SimLex-999, Google analogies). Published
+Measured here (2 shared CPU cores): 8,107,689 co-occurrence entries, 124 steps of 65,536
+per epoch, 3,100 steps in 333 s; WordSim-353 0.158, SimLex-999 0.057, analogies 1.3% (0.080 /
+0.044 / 0.8% after 2,000 steps: still rising, and far below word2vec's 0.34 on this 2M-word
+corpus). Evaluated like experiments/word2vec.py (WordSim-353, SimLex-999, Google analogies). Published
 for orientation: 300-d GloVe on 6B tokens, 65.8% on the analogies (Pennington et al. Table 2).
 
 Variants: default (d 100), tiny (tests: the embedded synthetic corpus, d 16).

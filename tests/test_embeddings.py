@@ -48,11 +48,14 @@ def _numpy_word2vec(params, batch, negatives, window, cbow):
         continue
       ctx = [j for j in range(max(0, i - win[r, i]), min(length, i + win[r, i] + 1))
              if j != i and seg[r, j] == seg[r, i]]
-      negs = [n for n in negatives[r, i] if n != words[r, i]]
-      inputs = [x[words[r, j]] for j in ctx]
+      # skip-gram: the pair takes its context word's draws; CBOW: the centre's. A draw
+      # equal to the centre word is skipped.
       if cbow:
-        inputs = [np.mean(inputs, 0)] if inputs else []
-      for h in inputs:
+        inputs = [(np.mean([x[words[r, j]] for j in ctx], 0), i)] if ctx else []
+      else:
+        inputs = [(x[words[r, j]], j) for j in ctx]
+      for h, drew in inputs:
+        negs = [n for n in negatives[r, drew] if n != words[r, i]]
         loss = -np.log(_sigmoid(h @ y[words[r, i]]))
         loss -= sum(np.log(_sigmoid(-h @ y[n])) for n in negs)
         total += loss
@@ -66,7 +69,8 @@ def test_word2vec_loss_matches_a_pairwise_transcription(cbow):
   batch = _random_batch(rng)
   params = {'input': rng.normal(size=(11, 5)) * 0.5, 'output': rng.normal(size=(11, 5)) * 0.5}
   negatives = rng.integers(3, 11, batch['words'].shape + (4,)).astype(np.int32)
-  negatives[0, 0, 0] = batch['words'][0, 0]  # a draw that hits the centre is skipped
+  negatives[0, 0, 0] = batch['words'][0, 0]  # draws that hit the centre are skipped
+  negatives[0, 1, 1] = batch['words'][0, 0]
   want, terms = _numpy_word2vec(params, batch, negatives, 3, cbow)
   got, weight = emb.word2vec_loss(jax.tree.map(jnp.asarray, params), batch, negatives, 3, cbow)
   assert int(weight) == terms > 0

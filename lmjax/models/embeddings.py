@@ -15,11 +15,12 @@ its reduced window b in [1, window]. For a centre word i and each context word j
   CBOW       -log σ(h_i · y_i) - Σ_k log σ(-h_i · y_{n_k}),        h_i = mean_j x_j
 
 x = params['input'] (the vectors one keeps), y = params['output'] (the C tool's syn1neg),
-n_k ~ unigram^noise_power, k = 1..K, redrawn when it hits the centre word (those draws are
-skipped, as the C tool does). The K negatives are drawn once per centre word and serve each of
-its context pairs, so the step gathers B·L·K output rows rather than B·L·2w·K; every pair still
-has K negatives, and their expectation is the reference's (the draws of one centre's pairs are
-shared, not independent).
+n_k ~ unigram^noise_power, k = 1..K; a draw that hits the centre word is skipped, as the C tool
+skips it. Each position draws its K negatives once: in skip-gram they serve every pair whose
+context (input) word stands there, in CBOW the centre. So the step scores B·L·K negatives,
+not B·L·2w·K: every pair still has K negatives from the same distribution, only the draws of
+one word's pairs are shared rather than independent (measured: WordSim-353 and SimLex-999
+within gensim's, benchmarks/word2vec.py).
 
 GloVe (Pennington et al. 2014): for each non-zero co-occurrence X_ij of a batch,
   ½ f(X_ij) (w_i · c_j + b_i + b̃_j - log X_ij)²,   f(x) = min(1, (x / x_max)^α),
@@ -113,7 +114,9 @@ def word2vec_loss(params: dict, batch: dict, negatives: jax.Array, window: int,
   """(summed loss, number of terms) of one batch.
 
   batch: 'words' [B, L] int32 (0 past a row's end), 'segment' [B, L] int32 (-1 past the end),
-  'window' [B, L] int32 (each centre's reduced window b). negatives: [B, L, K] word ids.
+  'window' [B, L] int32 (each centre's reduced window b). negatives: [B, L, K] word ids, the
+  draws of the word at each position: of each context word in skip-gram (for every pair it is
+  the context of), of each centre in CBOW.
   Terms: (centre, context) pairs for skip-gram, centres with a context for CBOW.
   row_cap > 0: a table row that n > row_cap terms of the batch touch gets its summed gradient
   scaled by row_cap / n (the value is unchanged). Sequential SGD, as the reference tools run,
@@ -122,40 +125,44 @@ def word2vec_loss(params: dict, batch: dict, negatives: jax.Array, window: int,
   """
   words, seg, win = batch['words'], batch['segment'], batch['window']
   real = seg >= 0  # [B, L]
-  neg_ok = (negatives != words[..., None]).astype(jnp.float32)  # [B, L, K]
   offsets = [d for d in range(-window, window + 1) if d]
   masks = [(real & (_shift(seg, d, -1) == seg) & (abs(d) <= win)).astype(jnp.float32)
            for d in offsets]  # each [B, L]: centre i has context i + d
   count = sum(masks)  # [B, L] context words per centre
   centre = (count > 0).astype(jnp.float32)
+  if cbow:
+    # Centre i's draws; one hitting the centre itself is skipped.
+    neg_w = centre[..., None] * (negatives != words[..., None])  # [B, L, K]
+    as_context = sum(_shift(m * centre, -d, 0.0) for m, d in zip(masks, offsets))
+    per_centre = centre
+  else:
+    # Pair (i, j = i + d) uses j's draws; one hitting the centre w_i is skipped for that pair.
+    # neg_w[j, k]: the pairs whose context is j and whose centre is not draw k.
+    neg_w = sum(_shift(m[..., None] * (_shift(negatives, d, -1) != words[..., None]), -d, 0.0)
+                for m, d in zip(masks, offsets))  # [B, L, K]
+    as_context = sum(_shift(m, -d, 0.0) for m, d in zip(masks, offsets))  # [B, L]
+    per_centre = count
   x_table, y_table = params['input'], params['output']
   if row_cap > 0:
     vocab_size = x_table.shape[0]
-    per_centre = centre if cbow else count  # [B, L] terms each centre word is in
-    as_context = sum(_shift(m * (centre if cbow else 1.0), -d, 0.0)
-                     for m, d in zip(masks, offsets))  # [B, L] terms each word is context in
     x_table = _scaled_rows(x_table, _row_scale(vocab_size, [words], [as_context], row_cap))
-    y_table = _scaled_rows(y_table, _row_scale(
-        vocab_size, [words, negatives], [per_centre, per_centre[..., None] * neg_ok], row_cap))
+    y_table = _scaled_rows(y_table, _row_scale(vocab_size, [words, negatives],
+                                               [per_centre, neg_w], row_cap))
   x = x_table[words]  # [B, L, D]
   y = y_table[words]  # [B, L, D]
   z = y_table[negatives]  # [B, L, K, D]
-  contexts = [_shift(x, d, 0.0) for d in offsets]  # each [B, L, D]: x at i + d
   if cbow:
-    h = sum(m[..., None] * c for m, c in zip(masks, contexts))
+    h = sum(m[..., None] * _shift(x, d, 0.0) for m, d in zip(masks, offsets))
     h = h / jnp.maximum(count, 1.0)[..., None]  # [B, L, D]
-    term = _nsl(jnp.einsum('bld,bld->bl', h, y), jnp.einsum('bld,blkd->blk', h, z), neg_ok)
-    return (term * centre).sum(), centre.sum()
-  total = jnp.zeros((), jnp.float32)
-  for m, c in zip(masks, contexts):
-    term = _nsl(jnp.einsum('bld,bld->bl', c, y), jnp.einsum('bld,blkd->blk', c, z), neg_ok)
-    total += (term * m).sum()
-  return total, count.sum()
-
-
-def _nsl(pos: jax.Array, neg: jax.Array, neg_ok: jax.Array) -> jax.Array:
-  """Negative-sampling loss: -log σ(pos) - Σ_k log σ(-neg_k) over the kept draws. [B, L]"""
-  return -jax.nn.log_sigmoid(pos) - (jax.nn.log_sigmoid(-neg) * neg_ok).sum(-1)
+    pos = -jax.nn.log_sigmoid(jnp.einsum('bld,bld->bl', h, y)) * centre  # [B, L]
+    neg = -jax.nn.log_sigmoid(-jnp.einsum('bld,blkd->blk', h, z)) * neg_w  # [B, L, K]
+    return pos.sum() + neg.sum(), centre.sum()
+  # Positive terms, one per pair: x at i + d against y at i.
+  pos = sum((-jax.nn.log_sigmoid(jnp.einsum('bld,bld->bl', _shift(x, d, 0.0), y)) * m).sum()
+            for m, d in zip(masks, offsets))
+  # Negative terms: each context word's K draws, once per pair it is the context of.
+  neg = (-jax.nn.log_sigmoid(-jnp.einsum('bld,blkd->blk', x, z)) * neg_w).sum()
+  return pos + neg, count.sum()
 
 
 def glove_loss(params: dict, batch: dict, x_max: float,
