@@ -136,6 +136,23 @@ def test_cooccurrence_counts_within_lines_by_inverse_distance():
     assert got[k] == pytest.approx(want[k])
 
 
+def test_glove_batches_cover_every_entry_per_epoch_and_resume():
+  rows, cols = np.arange(10, dtype=np.int32), np.arange(10, dtype=np.int32)[::-1].copy()
+  counts = np.linspace(1, 2, 10).astype(np.float32)
+  it = emb_data.GloveIterator(rows, cols, counts, batch_size=4, seed=0)
+  assert it.steps_per_epoch == 3
+  epoch = [next(it) for _ in range(3)]
+  got = np.concatenate([b['row'][b['count'] > 0] for b in epoch])
+  assert sorted(got) == list(range(10))  # each entry once; the last batch padded with count 0
+  later = [next(it) for _ in range(2)]
+  again = emb_data.GloveIterator(rows, cols, counts, batch_size=4, seed=0)
+  again.set_state({'epoch': 1, 'index': 0})
+  for want in later:
+    got = next(again)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+  assert not np.array_equal(later[0]['row'], epoch[0]['row'])  # reshuffled per epoch
+
+
 # --- tiny runs on the synthetic corpus -------------------------------------------------------
 
 
