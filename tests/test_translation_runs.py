@@ -17,7 +17,9 @@ def test_same_translation_losses_on_every_mesh_and_with_accumulation(model):
   c.data.update(source='synthetic', synthetic_lines=300, synthetic_eval_lines=8)
   c.model.update(dropout_rate=0.0)
   losses = {}
-  for mesh, accum in (((1, 1, 1), 1), ((2, 2, 2), 1), ((2, 1, 1), 4)):
+  # One sharded run covers data, FSDP, tensor and accumulation at once (a compile per mesh is
+  # most of this test's time).
+  for mesh, accum in (((1, 1, 1), 1), ((2, 2, 2), 2)):
     c.mesh.update(data=mesh[0], fsdp=mesh[1], tensor=mesh[2])
     c.grad_accum_steps = accum
     run = steps.prepare(c, None, devices=jax.devices()[:int(np.prod(mesh))])
