@@ -12,7 +12,6 @@ truncated as in training (counted on stderr). Bad input (an empty line, a pair w
 takes single sentences, or the reverse) is one error line naming the line; nothing is printed.
 """
 
-import os
 import sys
 import time
 
@@ -85,8 +84,7 @@ def classify_lines(task, params, tok, first, second, batch_size: int):
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
-    raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
+  cli.existing_workdir(FLAGS.workdir)
   if FLAGS.batch_size < 1:
     raise UserError('--batch_size must be at least 1')
   what = f'--input {FLAGS.input}' if FLAGS.input else 'standard input'

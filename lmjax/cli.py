@@ -7,7 +7,8 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-from lmjax.errors import UserError
+from lmjax import paths
+from lmjax.errors import UserError, first_line
 
 flags.DEFINE_bool('debug', False, 'Show full tracebacks for errors.')
 flags.DEFINE_bool('verbose', False, 'Show the libraries\' own warnings too (XLA/Gloo C++ log '
@@ -161,6 +162,8 @@ def check_workdir(path: str, must_exist: bool = False) -> str:
   """Refuse a workdir that cannot be used, without creating it (make_workdir does)."""
   if not path:
     raise UserError('--workdir is required')
+  if paths.is_remote(path):
+    return _check_remote_workdir(path, must_exist)
   if must_exist and not os.path.isdir(path):
     raise UserError(f'--workdir {path}: no such directory')
   if os.path.exists(path) and not os.path.isdir(path):
@@ -179,10 +182,45 @@ def check_workdir(path: str, must_exist: bool = False) -> str:
   return path
 
 
+def existing_workdir(path: str) -> str:
+  """The --workdir of a tool that reads a trained run: given, and a directory (local or on an
+  object store)."""
+  if not path:
+    raise UserError('--workdir is required')
+  if paths.is_remote(path):
+    return _check_remote_workdir(path, must_exist=True)
+  if not os.path.isdir(path):
+    raise UserError(f'--workdir {path}: no such directory')
+  return path
+
+
+def _check_remote_workdir(path: str, must_exist: bool) -> str:
+  """An object-store workdir (gs://...): its filesystem library is installed and answers."""
+  try:
+    found = paths.isdir(path)
+    if not found and paths.isfile(path):
+      raise UserError(f'--workdir {path}: exists and is not a directory')
+  except UserError:
+    raise
+  except ImportError as e:
+    raise UserError(f'--workdir {path}: {first_line(e)} (pip install -e ".[gcs]" brings what '
+                    'gs:// needs)') from None
+  except Exception as e:  # pylint: disable=broad-except  (auth, bucket, network)
+    raise UserError(f'--workdir {path}: cannot reach it ({type(e).__name__}: '
+                    f'{first_line(e)})') from None
+  if must_exist and not found:
+    raise UserError(f'--workdir {path}: no such directory')
+  return path
+
+
 def make_workdir(path: str) -> str | None:
   """Create the (checked) workdir; returns the topmost directory this call created (the
   workdir or a missing parent), or None if it existed."""
   check_workdir(path)
+  if paths.is_remote(path):
+    # An object store has no empty directories: the workdir exists once a file lands in it,
+    # and a refused run that wrote nothing leaves nothing behind.
+    return None
   if os.path.isdir(path):
     return None
   top = os.path.abspath(path)
@@ -237,10 +275,13 @@ def lock_workdir(path: str) -> None:
   the preempted process is still saving. The lock is an flock on the workdir directory itself:
   no file is written, and the kernel drops it when this process exits, crash or kill included,
   so nothing stale can block a restart. Multi-process runs share one workdir: only process 0
-  takes it. Where the filesystem cannot flock a directory, the run goes on unlocked.
+  takes it. Where the filesystem cannot flock a directory, the run goes on unlocked; an
+  object-store workdir (gs://...) has no lock at all (see lmjax/paths.py).
   """
   import errno
   import fcntl
+  if paths.is_remote(path):
+    return  # object stores have no locks: one job per workdir is the launcher's to ensure
   fd = os.open(path, os.O_RDONLY)
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

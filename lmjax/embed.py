@@ -22,12 +22,11 @@ and counted on stderr.
 import json
 import os
 import sys
-import tempfile
 import time
 
 from absl import flags
 
-from lmjax import cli
+from lmjax import cli, paths
 from lmjax.errors import UserError
 
 
@@ -129,19 +128,14 @@ def default_max_len(config) -> int:
 
 def write_npy(path: str, array) -> None:
   """np.save to a temporary sibling, then rename: OUT is whole or as it was."""
+  import io  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   directory = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(directory):
+  if not paths.is_remote(path) and not os.path.isdir(directory):
     raise UserError(f'--output {path}: directory {directory} does not exist')
-  fd, tmp = tempfile.mkstemp(prefix='.embed-', suffix='.npy', dir=directory)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.save(f, array)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  buf = io.BytesIO()
+  np.save(buf, array)
+  paths.write_atomically(path, [buf.getvalue()])
 
 
 def main(argv):
@@ -150,8 +144,7 @@ def main(argv):
   for name in ('workdir', 'input', 'output'):
     if not FLAGS[name].value:
       raise UserError(f'--{name} is required')
-  if not os.path.isdir(FLAGS.workdir):
-    raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
+  cli.existing_workdir(FLAGS.workdir)
   if FLAGS.batch_size < 1:
     raise UserError('--batch_size must be at least 1')
   if FLAGS.max_len < 0:

@@ -15,7 +15,7 @@ import os
 
 from absl import flags
 
-from lmjax import cli
+from lmjax import cli, paths
 from lmjax.errors import UserError
 
 
@@ -69,15 +69,14 @@ def _restore_params(workdir: str, step):
     ckptr.close()
     mngr.close()
   from lmjax.data import tokenizers  # pylint: disable=g-import-not-at-top
-  tok = tokenizers.load_tokenizer(os.path.join(workdir, 'tokenizer'))
+  tok = tokenizers.load_tokenizer(paths.join(workdir, 'tokenizer'))
   checkpoint.check_meta(meta, tok.vocab_size, tok.fingerprint(), f'--workdir {workdir}')
   return meta['config']['model'], nn.meta.unbox(out['params']), tok, step, False
 
 
 def export_dir(workdir: str, out: str, step=None, tokenizer_dir=None, say=print) -> list:
   """Exports a BERT workdir's checkpoint to the Hugging Face directory out; the files written."""
-  if not workdir or not os.path.isdir(workdir):
-    raise UserError(f'--workdir {workdir}: no such directory')
+  cli.existing_workdir(workdir)
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise UserError(f'--out {out}: exists and is not an empty directory (nothing was written)')
   if tokenizer_dir and not os.path.isdir(tokenizer_dir):

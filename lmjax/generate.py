@@ -11,7 +11,6 @@ split by spaces); it ends at the model's end of line unless --nostop_at_eos. Pro
 vocabulary does not know are named in a warning (they read as <unk>).
 """
 
-import os
 import sys
 
 from absl import flags
@@ -47,8 +46,7 @@ def load_for_generation(workdir: str, step: int | None = None):
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
-    raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
+  cli.existing_workdir(FLAGS.workdir)
   from lmjax import config_schema  # the same rules as config.sample's fields
   for flag in ('max_new_tokens', 'temperature', 'top_k', 'top_p'):
     config_schema.check_field(f'sample.{flag}', getattr(FLAGS, flag), name=f'--{flag}')

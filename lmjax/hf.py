@@ -114,8 +114,7 @@ def _key_map(f: dict, pooler: bool, mlm: bool) -> dict:
   kind: 'copy', 'linear' (kernel = weightᵀ), 'qkv' (weightᵀ -> [D, H, K]), 'qkv_bias' ([H, K]),
   'out' (weightᵀ -> [H, K, D]).
   """
-  d, h, f_ = f['d_model'], f['num_heads'], f['d_ff']
-  k = d // h
+  d, f_ = f['d_model'], f['d_ff']
   m = {}
 
   def ln(hf, path, layer=None):

@@ -15,12 +15,10 @@ leaves nothing.
 """
 
 import os
-import shutil
-import tempfile
 
 from absl import flags
 
-from lmjax import cli
+from lmjax import cli, paths
 from lmjax.errors import UserError
 
 
@@ -69,7 +67,7 @@ def import_dir(model_dir: str, workdir: str, scan_layers: bool = True, seed: int
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   from lmjax import checkpoint, hf, models, optim  # pylint: disable=g-import-not-at-top
-  if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
+  if paths.exists(workdir) and (not paths.isdir(workdir) or paths.listdir(workdir)):
     raise UserError(f'--workdir {workdir}: exists and is not empty (nothing was written)')
   cli.check_workdir(workdir)
   fields, params = hf.load(model_dir, scan_layers)
@@ -77,11 +75,7 @@ def import_dir(model_dir: str, workdir: str, scan_layers: bool = True, seed: int
   vocab_size = int(fields['vocab_size'])
   family = models.build_lm(config.model, vocab_size)
 
-  parent = os.path.dirname(os.path.abspath(workdir))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.abspath(workdir))}.import-',
-                         dir=parent)
-  try:
+  with paths.new_directory(workdir, '--workdir') as tmp:
     tok = write_tokenizer(model_dir, os.path.join(tmp, 'tokenizer'))
     if tok.vocab_size > vocab_size:
       raise UserError(f'--model_dir {model_dir}: the tokenizer has {tok.vocab_size} tokens, '
@@ -107,13 +101,6 @@ def import_dir(model_dir: str, workdir: str, scan_layers: bool = True, seed: int
     checkpoint.finish(mngr)
     with open(os.path.join(tmp, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2) + '\n')
-    if os.path.isdir(workdir):
-      os.rmdir(workdir)  # empty (checked above)
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700
-    os.rename(tmp, workdir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   n = hf.num_params(params)
   say(f'imported {model_dir} into {workdir}: BERT {fields["num_layers"]} layers x '
       f'{fields["d_model"]}, {n:,} parameters, vocabulary {vocab_size}'

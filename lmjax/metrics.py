@@ -11,9 +11,9 @@ sacrebleu's signature strings so that scores can be compared across papers.
 
 import json
 import math
-import os
 from typing import Any, Optional
 
+from lmjax import paths
 from lmjax.errors import UserError
 
 
@@ -28,6 +28,45 @@ def lm_report(total_nll: float, num_tokens: float, num_words: Optional[int] = No
   return out
 
 
+class _ObjectEventFile:
+  """A TensorBoard event file on an object store, through lmjax.paths: the whole file is
+  uploaded on every flush (event files stay small: scalars only)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._data = bytearray()
+    self._flushed = 0
+
+  def write(self, data: bytes) -> None:
+    self._data += data
+
+  def flush(self) -> None:
+    if len(self._data) != self._flushed:
+      paths.write_bytes(self.path, bytes(self._data))
+      self._flushed = len(self._data)
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _ObjectEventFiles:
+  """tensorboardX's writer factory protocol (open a file, check a directory)."""
+
+  def open(self, path: str) -> _ObjectEventFile:
+    return _ObjectEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    del path  # object stores need no directories
+
+
+def _register_remote_event_writers() -> None:
+  """TensorBoard events under gs:// (s3://, az://) go through lmjax.paths, like every other
+  workdir file, instead of tensorboardX's own cloud clients."""
+  from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+  for scheme in paths.REMOTE_SCHEMES:
+    record_writer.register_writer_factory(scheme.split(':')[0], _ObjectEventFiles())
+
+
 class MetricWriter:
   """Appends {'step': s, 'split': name, **scalars} to metrics.jsonl and TensorBoard events.
 
@@ -40,10 +79,11 @@ class MetricWriter:
     self._jsonl = None
     self._tb = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      paths.makedirs(workdir)
+      self._jsonl = paths.TextAppender(paths.join(workdir, 'metrics.jsonl'))
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      _register_remote_event_writers()
+      self._tb = SummaryWriter(paths.join(workdir, 'tensorboard'))
 
   def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
     if not self.enabled:

@@ -8,14 +8,13 @@ The loop knows only the task protocol (lmjax/tasks/base.py): it never asks which
 family it runs.
 """
 
-import os
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
-from lmjax import checkpoint, metrics, preemption, steps
+from lmjax import checkpoint, metrics, paths, preemption, steps
 from lmjax.errors import UserError
 
 def _say(*args) -> None:
@@ -31,9 +30,9 @@ def _say_report(run: steps.Run, split: str, step: int, report: dict) -> None:
 
 def _restore_tokenizer_copy(workdir: str) -> None:
   """A workdir with checkpoints but no tokenizer/ gets it back from the newest checkpoint."""
-  tok_dir = os.path.join(workdir, 'tokenizer')
-  if (os.path.exists(os.path.join(tok_dir, 'tokenizer.json'))
-      or not os.path.isdir(os.path.join(workdir, 'checkpoints'))):
+  tok_dir = paths.join(workdir, 'tokenizer')
+  if (paths.exists(paths.join(tok_dir, 'tokenizer.json'))
+      or not paths.isdir(paths.join(workdir, 'checkpoints'))):
     return
   if jax.process_index() == 0:
     mngr = checkpoint.manager(workdir, create=False, async_save=False)

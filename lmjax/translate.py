@@ -31,9 +31,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-  import os  # pylint: disable=g-import-not-at-top
-  if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
-    raise UserError(f'--workdir {FLAGS.workdir}: no such directory')
+  cli.existing_workdir(FLAGS.workdir)
   from lmjax import checkpoint, decoding, metrics  # pylint: disable=g-import-not-at-top
   from lmjax.data import text  # pylint: disable=g-import-not-at-top
   from lmjax import config_schema  # pylint: disable=g-import-not-at-top

@@ -31,11 +31,11 @@ import dataclasses
 import functools
 import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from lmjax import paths
 from lmjax.data import text
 from lmjax.errors import UserError
 
@@ -91,12 +91,12 @@ def write_word2vec_text(path: str | os.PathLike, words: Sequence[str], matrix) -
   """Writes 'N D' then one line 'word v1 ... vD' per word (9 significant digits)."""
   matrix = _checked(path, words, matrix)
   header = f'{matrix.shape[0]} {matrix.shape[1]}\n'.encode()
-  _write_atomically(path, _chain([header], _text_rows(words, matrix)))
+  paths.write_atomically(path, _chain([header], _text_rows(words, matrix)))
 
 
 def write_glove_text(path: str | os.PathLike, words: Sequence[str], matrix) -> None:
   """Writes one line 'word v1 ... vD' per word, no header (GloVe's own format)."""
-  _write_atomically(path, _text_rows(words, _checked(path, words, matrix)))
+  paths.write_atomically(path, _text_rows(words, _checked(path, words, matrix)))
 
 
 def write_word2vec_binary(path: str | os.PathLike, words: Sequence[str], matrix) -> None:
@@ -104,7 +104,7 @@ def write_word2vec_binary(path: str | os.PathLike, words: Sequence[str], matrix)
   matrix = _checked(path, words, matrix).astype('<f4')
   header = f'{matrix.shape[0]} {matrix.shape[1]}\n'.encode()
   records = (w.encode('utf-8') + b' ' + row.tobytes() + b'\n' for w, row in zip(words, matrix))
-  _write_atomically(path, _chain([header], records))
+  paths.write_atomically(path, _chain([header], records))
 
 
 def _checked(path, words: Sequence[str], matrix) -> np.ndarray:
@@ -130,36 +130,6 @@ def _text_rows(words: Sequence[str], matrix: np.ndarray) -> Iterator[bytes]:
 def _chain(*parts: Iterable[bytes]) -> Iterator[bytes]:
   for part in parts:
     yield from part
-
-
-def _write_atomically(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
-  """Writes `chunks` to a new file beside `path`, then renames it over `path`."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(directory):
-    raise UserError(f'cannot write {path}: directory {directory} does not exist')
-  if os.path.isdir(path):
-    raise UserError(f'cannot write {path}: it is a directory')
-  while True:  # os.open rather than mkstemp: the new file gets the usual mode (0666 & ~umask)
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp')
-    try:
-      fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-      break
-    except FileExistsError:
-      continue
-    except OSError as e:
-      raise UserError(f'cannot write {path}: {e.strerror or e}') from None
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      for chunk in chunks:
-        f.write(chunk)
-    os.replace(tmp, path)
-  except BaseException as e:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    if isinstance(e, OSError):
-      raise UserError(f'cannot write {path}: {e.strerror or e}') from None
-    raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,18 +23,17 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
-from lmjax import checkpoint
+from lmjax import checkpoint, paths
 from lmjax.errors import UserError
 
 
 def resolve(source: str) -> tuple[str, int | None]:
   """(workdir, step or None for the newest) of config.init_from."""
-  source = os.path.normpath(source)
-  if os.path.isdir(os.path.join(source, 'checkpoints')):
-    return source, None
-  parent, name = os.path.split(source)
-  if name.isdigit() and os.path.basename(parent) == 'checkpoints' and os.path.isdir(source):
-    return os.path.dirname(parent), int(name)
+  p = paths.Path(source)
+  if (p / 'checkpoints').is_dir():
+    return os.fspath(p), None
+  if p.name.isdigit() and p.parent.name == 'checkpoints' and p.is_dir():
+    return os.fspath(p.parent.parent), int(p.name)
   raise UserError(f'config.init_from={source}: neither a workdir with checkpoints/ nor a '
                   'step directory WORKDIR/checkpoints/STEP')
 

@@ -21,13 +21,13 @@ deterministic and expose get_state()/set_state() so that a checkpoint can resume
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
 
+from lmjax import paths
 from lmjax.data import clean, synthetic, text, tokenizers
 from lmjax.errors import UserError
 
@@ -109,18 +109,16 @@ def _training_source(cfg: Any) -> str:
 
 def record_training_text(saved: str, lines: list[str], cfg: Any) -> None:
   """Notes (digest, line count, source) of the text a new tokenizer was built from."""
-  with open(os.path.join(saved, TRAINING_TEXT), 'w', encoding='utf-8') as f:
-    json.dump({'sha256': _text_digest(lines), 'lines': len(lines),
-               'source': _training_source(cfg)}, f)
+  paths.write_text(paths.join(saved, TRAINING_TEXT), json.dumps(
+      {'sha256': _text_digest(lines), 'lines': len(lines), 'source': _training_source(cfg)}))
 
 
 def check_training_text(saved: str, lines: list[str], cfg: Any) -> None:
   """A resumed run keeps its saved vocabulary; warn when the training text has changed."""
-  path = os.path.join(saved, TRAINING_TEXT)
-  if jax.process_index() or not os.path.exists(path):
+  path = paths.join(saved, TRAINING_TEXT)
+  if jax.process_index() or not paths.exists(path):
     return
-  with open(path, encoding='utf-8') as f:
-    was = json.load(f)
+  was = json.loads(paths.read_text(path))
   if was.get('sha256') != _text_digest(lines):
     print(f'warning: {_training_source(cfg)}: the training text differs from the text the '
           f'vocabulary in {saved} was built from ({was.get("source")}, {was.get("lines"):,} '
@@ -139,10 +137,10 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
   run), else a new one (saved there). A tokenizer without any checkpoint belongs to no model
   (a run refused before its first save, e.g. by a warm start's vocabulary check) and is built
   again, so the corrected command works in the same workdir."""
-  saved = os.path.join(workdir, 'tokenizer') if workdir else None
-  ckpts = os.path.join(workdir, 'checkpoints') if workdir else ''
-  has_steps = os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts))
-  if saved and has_steps and os.path.exists(os.path.join(saved, 'tokenizer.json')):
+  saved = paths.join(workdir, 'tokenizer') if workdir else None
+  has_steps = bool(workdir) and any(d.isdigit()
+                                    for d in paths.listdir(paths.join(workdir, 'checkpoints')))
+  if saved and has_steps and paths.exists(paths.join(saved, 'tokenizer.json')):
     check_training_text(saved, train_lines, cfg)
     tok = tokenizers.load_tokenizer(saved)
     if cfg.get('spm_model'):
@@ -181,7 +179,6 @@ def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
     raise UserError(f'config.data.tokenizer: unknown tokenizer {kind!r} '
                     '(word, sentencepiece, char, wordpiece)')
   if saved and jax.process_index() == 0:  # one writer; the others built the same tokenizer
-    os.makedirs(saved, exist_ok=True)
     tok.save(saved)
     record_training_text(saved, train_lines, cfg)
   return tok

@@ -22,13 +22,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lmjax.data.text import ParallelPairs, drop_blank_pairs, split_lines
-from lmjax.errors import UserError
+from lmjax.errors import UserError, first_line
 
 _READ_CHUNK = 4096  # Examples per batched read from a data source.
-
-
-def _first_line(e: BaseException) -> str:
-  return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -52,10 +48,10 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     raise UserError(f"unknown TFDS dataset '{name}': not in tensorflow-datasets {tfds.__version__} "
                     f'and not prepared in {where}') from None
   except ImportError as e:
-    raise UserError(f"TFDS dataset '{name}' needs a missing package ({_first_line(e)}); for "
+    raise UserError(f"TFDS dataset '{name}' needs a missing package ({first_line(e)}); for "
                     "TensorFlow install the tf extra: pip install -e .[tf]") from None
   except ValueError as e:
-    raise UserError(f"bad TFDS dataset name '{name}': {_first_line(e)}") from None
+    raise UserError(f"bad TFDS dataset name '{name}': {first_line(e)}") from None
 
 
 def _prepared_builder(name: str, split: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -82,7 +78,7 @@ def _examples(builder: tfds.core.DatasetBuilder, name: str, split: str) -> Itera
       source = builder.as_data_source(split=split)
     except (ImportError, ValueError, NotImplementedError) as e:
       raise UserError(f"cannot read TFDS dataset '{name}' split '{split}': "
-                      f'{_first_line(e)}') from None
+                      f'{first_line(e)}') from None
     for start in range(0, len(source), _READ_CHUNK):
       yield from source.__getitems__(range(start, min(start + _READ_CHUNK, len(source))))
     return

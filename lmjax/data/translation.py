@@ -27,12 +27,12 @@ and inputs_position / targets_position (restart at 0 for each pair).
 """
 
 import dataclasses
-import os
 from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
 
+from lmjax import paths
 from lmjax.data import lm as lm_data, synthetic, text, tokenizers
 from lmjax.errors import UserError
 
@@ -130,8 +130,8 @@ def build_tokenizer(cfg: Any, train_pairs: text.ParallelPairs, workdir: Optional
   if cfg.get('joint_vocab', True):
     # One vocabulary over both sides, as the shared embedding needs.
     return lm_data.build_tokenizer(cfg, _both_sides(train_pairs), workdir)
-  saved = os.path.join(workdir, 'tokenizer') if workdir else None
-  if saved and os.path.exists(os.path.join(saved, tokenizers.TOKENIZER_JSON)):
+  saved = paths.join(workdir, 'tokenizer') if workdir else None
+  if saved and paths.exists(paths.join(saved, tokenizers.TOKENIZER_JSON)):
     tok = tokenizers.load_tokenizer(saved)
     if not isinstance(tok, tokenizers.PairTokenizer):
       raise UserError(f'config.data.joint_vocab=False but {saved} holds a joint tokenizer')

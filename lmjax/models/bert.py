@@ -22,7 +22,7 @@ Parameters: the encoder's under 'encoder' ({'embeddings', 'layers' | 'layer_i', 
 """
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax import paths
 from lmjax.data import embeddings as emb_data
 from lmjax.data import lm as lm_data
 from lmjax.errors import UserError
@@ -207,7 +208,7 @@ class EmbeddingsTask:
     from lmjax import embeddings_eval  # pylint: disable=g-import-not-at-top
     from lmjax import vectors as vec  # pylint: disable=g-import-not-at-top
     v = self.vectors(params)
-    path = os.path.join(workdir, 'vectors.txt')
+    path = paths.join(workdir, 'vectors.txt')
     if jax.process_index() == 0:
       vec.write_word2vec_text(path, v.words, v.matrix)
     lines = [f'wrote {path}: {len(v.words):,} vectors of dimension {v.matrix.shape[1]} '

@@ -12,13 +12,13 @@ the LSTM's. The fitted discounts go to WORKDIR/ngram_report.json.
 """
 
 import json
-import os
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
+from lmjax import paths
 from lmjax.data import lm as lm_data
 from lmjax.errors import UserError
 from lmjax.models import ngram
@@ -106,11 +106,11 @@ class NgramTask:
 
   def finish(self, params: Any, workdir: str) -> list:
     del params
-    path = os.path.join(workdir, 'ngram_report.json')
+    path = paths.join(workdir, 'ngram_report.json')
     if jax.process_index() == 0:
-      with open(path, 'w', encoding='utf-8') as f:
-        json.dump({'order': self.order, 'discounts': [list(d) for d in self.lm.discounts],
-                   **getattr(self, 'reports', {})}, f)
+      paths.write_text(path, json.dumps({
+          'order': self.order, 'discounts': [list(d) for d in self.lm.discounts],
+          **getattr(self, 'reports', {})}))
     return [f'wrote {path}']
 
 
