@@ -29,13 +29,12 @@ import json
 import logging as py_logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +42,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
+from lmjax import paths
 from lmjax.errors import UserError
 
 
@@ -50,7 +50,7 @@ def manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
             create: bool = True, best_metric: str = '',
             best_mode: str = 'min') -> ocp.CheckpointManager:
   """Keeps the last `max_to_keep` steps, plus the best by eval `best_metric` when it is set."""
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  directory = paths.Path(workdir) / 'checkpoints'
   if best_mode not in ('min', 'max'):
     raise UserError(f'config.checkpoint.best_mode: {best_mode!r} is not min or max')
   if best_metric:
@@ -75,7 +75,7 @@ def manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
 
 
 def step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
-  return os.path.join(str(mngr.directory), str(step))
+  return paths.join(os.fspath(mngr.directory), str(step))
 
 
 def _oserror(e: BaseException) -> Optional[OSError]:
@@ -206,12 +206,11 @@ def tokenizer_files(tok: Any) -> dict:
 
 def write_tokenizer_files(payload: dict, directory: str) -> None:
   """Writes a checkpoint's tokenizer copy (plain files; load with tokenizers.load_tokenizer)."""
-  os.makedirs(directory, exist_ok=True)
+  paths.makedirs(directory)
   for name, b64 in payload['files'].items():
     if os.path.basename(name) != name or name in ('', '.', '..'):
       raise UserError(f'checkpoint tokenizer copy names a bad file {name!r}')
-    with open(os.path.join(directory, name), 'wb') as f:
-      f.write(base64.b64decode(b64))
+    paths.write_bytes(paths.join(directory, name), base64.b64decode(b64))
 
 
 def restore_tokenizer_dir(mngr: ocp.CheckpointManager, directory: str) -> Optional[int]:
@@ -313,7 +312,7 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
         bad.append((step, 'state checksum does not match the one saved in meta'))
         continue
       if bad:
-        aside = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_bad')
+        aside = os.fspath(paths.Path(mngr.directory).parent / 'checkpoints_bad')
         for b, reason in bad:
           _warn(f'checkpoint step {b} ({step_dir(mngr, b)}) cannot be restored: {reason}; '
                 f'falling back to step {step} ({step_dir(mngr, step)})'
@@ -322,9 +321,10 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
           _move_aside(mngr, [b for b, _ in bad], aside)
       return step, out.state, out.data
     tried = ', '.join(str(b) for b, _ in bad)
+    advice = ('nothing was deleted: move the checkpoints directory away to start from scratch'
+              if move_bad else 'nothing was moved or deleted')  # a reading tool: no restart
     raise UserError(f'no checkpoint in {mngr.directory} can be restored (tried steps {tried}; '
-                    f'step {bad[0][0]}: {bad[0][1]}); nothing was deleted: move the checkpoints '
-                    'directory away to start from scratch')
+                    f'step {bad[0][0]}: {bad[0][1]}); {advice}')
 
 
 def _check_layout(mngr, step: int, meta: dict, abstract_state: Any,
@@ -425,10 +425,10 @@ def _closed_loop_call(*args, **kwargs):
 
 def _move_aside(mngr, steps: list, aside: str) -> None:
   if jax.process_index() == 0:
-    os.makedirs(aside, exist_ok=True)
+    paths.makedirs(aside)
     for b in steps:
-      dest = os.path.join(aside, f'{b}.{time.strftime("%Y%m%d-%H%M%S")}')
-      shutil.move(step_dir(mngr, b), dest)
+      dest = paths.join(aside, f'{b}.{time.strftime("%Y%m%d-%H%M%S")}')
+      paths.move(step_dir(mngr, b), dest)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices('lmjax_checkpoints_moved_aside')
@@ -463,9 +463,9 @@ def _load_tokenizer(workdir: str, mngr, step: int, meta: dict):
   """WORKDIR/tokenizer, or the checkpoint's own copy when that is missing or unreadable (one
   warning); a readable tokenizer that is not the checkpoint's is refused in one line."""
   from lmjax.data import tokenizers  # pylint: disable=g-import-not-at-top
-  tok_dir = os.path.join(workdir, 'tokenizer')
+  tok_dir = paths.join(workdir, 'tokenizer')
   problem = 'missing'
-  if os.path.exists(os.path.join(tok_dir, 'tokenizer.json')):
+  if paths.exists(paths.join(tok_dir, 'tokenizer.json')):
     try:
       tok = tokenizers.load_tokenizer(tok_dir)
     except Exception as e:  # pylint: disable=broad-except  (garbled: use the checkpoint's copy)
@@ -498,10 +498,27 @@ def load_trained(workdir: str, step: Optional[int] = None):
   with --step, that step or an error.
   """
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  t = restore_trained(workdir, step)
+  return t.config, t.run.task.model, nn.meta.unbox(t.state['params']), t.tok, t.step
 
+
+class Trained(NamedTuple):
+  """What restore_trained restores: a step's whole state, and what restores the run's others."""
+  config: Any  # saved_config of the step's meta, on one device (mesh 1x1x1, no init_from)
+  run: Any  # steps.Run on that device: abstract_state() and mesh restore the run's other steps
+  tok: Any
+  step: int
+  meta: dict  # the step's meta as saved (config, vocabulary, checksum)
+  state: Any  # {'params', 'opt_state', 'step', 'rng'[, 'carry']}, verified against meta
+  data: Any  # the input iterator's state
+
+
+def restore_trained(workdir: str, step: Optional[int] = None) -> Trained:
+  """load_trained's restore, returning the whole state (for tools that write a checkpoint of
+  the run again, lmjax.average) with the step's meta, data state and one-device steps.Run."""
   from lmjax import sharding, steps as steps_lib  # pylint: disable=g-import-not-at-top
 
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not paths.isdir(paths.join(workdir, 'checkpoints')):
     raise UserError(f'--workdir {workdir}: no checkpoints/ directory')
   mngr = manager(workdir, create=False, async_save=False)
   all_steps = sorted(mngr.all_steps(), reverse=True)
@@ -528,9 +545,11 @@ def load_trained(workdir: str, step: Optional[int] = None):
   device = jax.local_devices()[:1]
   run = steps_lib.prepare(config, None, devices=device, vocab_size=tok.vocab_size,
                           source_vocab_size=getattr(tok, 'source_vocab_size', 0))
-  step, state, _ = restore_good(mngr, run.abstract_state(),
-                                checksum_fn(sharding.replicated(run.mesh)), tok.vocab_size,
-                                tok.fingerprint(), f'--workdir {workdir}', steps=candidates,
-                                move_bad=False)
+  step, state, data = restore_good(mngr, run.abstract_state(),
+                                   checksum_fn(sharding.replicated(run.mesh)), tok.vocab_size,
+                                   tok.fingerprint(), f'--workdir {workdir}', steps=candidates,
+                                   move_bad=False)
+  if step != newest:  # fell back past a broken step: that step's own meta
+    meta = read_meta(mngr, step)
   mngr.close()
-  return config, run.task.model, nn.meta.unbox(state['params']), tok, step
+  return Trained(config, run, tok, step, meta, state, data)
