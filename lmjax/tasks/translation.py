@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lmjax import losses, metrics, models
+from lmjax import losses, metrics, models, paths
 from lmjax.data import translation as mt_data
 from lmjax.errors import UserError
 from lmjax.models import attention
@@ -48,6 +48,7 @@ class TranslationTask:
                source_vocab_size: int = 0):
     self.check_config(config)
     self.config = config
+    self._decoded = {}  # split -> the last decoded hypotheses (written by finish)
     if vocab_size is None:
       tok, self.splits = mt_data.load_translation_data(config.data, config.seq_len, workdir)
       vocab_size, source_vocab_size = tok.vocab_size, getattr(tok, 'source_vocab_size', 0)
@@ -114,6 +115,7 @@ class TranslationTask:
                                       data.src_lines, dec)
       wall = time.time() - t0
       report.update(metrics.bleu_report(hyps, data.tgt_lines))
+      self._decoded[split] = hyps  # the last decode of each split: finish writes them
       report['decode_sentences_per_sec'] = len(hyps) / max(wall, 1e-9)
       report['examples'] = list(zip(data.src_lines[:3], hyps[:3], data.tgt_lines[:3]))
     return report
@@ -140,5 +142,16 @@ class TranslationTask:
     return f'eval ppl {report["ppl"]:.3f} (uniform {self.tokenizer.vocab_size}){bleu}'
 
   def finish(self, params: Any, workdir: str) -> list:
-    del params, workdir
-    return []  # decoded examples are printed with each eval
+    """Writes the final decode of each split and its references, one sentence per line
+    (WORKDIR/hypotheses.SPLIT.txt, references.SPLIT.txt), e.g. for sacrebleu or
+    lmjax.ablate's significance tests."""
+    del params
+    lines = []
+    for split, hyps in sorted(self._decoded.items()):
+      if jax.process_index() == 0:
+        for kind, text in (('hypotheses', hyps), ('references', self.splits[split].tgt_lines)):
+          paths.write_text(paths.join(workdir, f'{kind}.{split}.txt'),
+                           ''.join(t + '\n' for t in text))
+      lines.append(f'wrote {paths.join(workdir, f"hypotheses.{split}.txt")} '
+                   f'({len(hyps):,} {split} translations) and its references')
+    return lines
