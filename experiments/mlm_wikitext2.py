@@ -19,6 +19,13 @@ then the "does pretraining help" row of the SST-2 table fine-tunes its encoder:
 
 Variants: small (the default, above), wwm (whole-word masking), tiny (tests: synthetic text,
 a 1-layer 32-wide rotary encoder).
+
+Measured here (small, the command above with --config.eval_every=294: 3 epochs, 882 steps of
+64 x 128 tokens, 7.40M parameters): masked-token perplexity 199.9 / 99.0 / 86.8 and accuracy
+29.8% / 35.7% / 36.7% after epochs 1 / 2 / 3, over the 38,683 masked tokens of the fixed
+validation masking (uniform perplexity 16,000). Two segments (SIGTERM at step 278, then
+resumed); the second, 604 steps, took 4,443 s while the test suite and other runs shared the
+2 cores.
 """
 
 import ml_collections

@@ -38,7 +38,7 @@ import time
 
 from absl import flags
 
-from lmjax import cli, sweeps
+from lmjax import cli, paths, sweeps
 from lmjax.errors import UserError
 
 flags.DEFINE_string('sweep', None, 'A sweep file (experiments/ablations/NAME.py[:arg]).')
@@ -282,6 +282,9 @@ def main(argv):
     raise UserError('--root is required')
   if FLAGS.parallel < 1:
     raise UserError(f'--parallel={FLAGS.parallel}: must be at least 1')
+  if not FLAGS.launch and paths.is_remote(FLAGS.root):
+    raise UserError(f'--root {FLAGS.root}: a sweep run here keeps its records and logs in a '
+                    'local directory; a gs:// root is for --launch (the jobs write there)')
   path, _, arg = FLAGS.sweep.partition(':')
   sweep = sweeps.load(path, arg)
   sets = sweeps.parse_sets(FLAGS.set)

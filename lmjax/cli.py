@@ -245,6 +245,32 @@ def remove_empty_dirs(path: str) -> None:
       pass  # not empty
 
 
+def files_below(path: str) -> set:
+  """The files below a local directory (an empty set for a missing or remote one)."""
+  if paths.is_remote(path) or not os.path.isdir(path):
+    return set()
+  return {os.path.join(root, f) for root, _, files in os.walk(path) for f in files}
+
+
+def undo_refused_run(workdir: str, before: set, created: str | None) -> None:
+  """After a run refused before its first checkpoint (bad data found while loading it):
+  remove the files it wrote under WORKDIR/tokenizer, which belong to no model, and the
+  directories it created. Files that were there before are never touched, and nothing is
+  removed once the workdir holds a checkpoint step."""
+  ckpts = os.path.join(workdir, 'checkpoints')
+  if paths.is_remote(workdir) or (os.path.isdir(ckpts) and any(
+      d.isdigit() for d in os.listdir(ckpts))):
+    return
+  tok_dir = os.path.join(workdir, 'tokenizer') + os.sep
+  for f in files_below(workdir) - before:
+    if f.startswith(tok_dir):
+      os.unlink(f)
+  if created:
+    remove_empty_dirs(created)
+  elif os.path.isdir(tok_dir):
+    remove_empty_dirs(tok_dir)
+
+
 _LOCKS = []  # open lock descriptors: a lock lives as long as the process
 
 

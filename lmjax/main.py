@@ -55,15 +55,20 @@ def main(argv):
   init_distributed()
   import jax
   config_schema.check_mesh(config, jax.device_count())
+  before = cli.files_below(workdir)
   created = cli.make_workdir(workdir)
   try:
     if jax.process_index() == 0:
       cli.lock_workdir(workdir)
     from lmjax import train  # imported after flag parsing: jax start-up is not needed for --help
     train.train_and_evaluate(config, workdir)
+  except cli.UserError:
+    if jax.process_index() == 0:  # a run refused later (bad data) leaves the workdir as it was
+      cli.undo_refused_run(workdir, before, created)
+    raise
   except BaseException:
     if created and jax.process_index() == 0:
-      cli.remove_empty_dirs(created)  # a run refused later (bad data) leaves no empty workdir
+      cli.remove_empty_dirs(created)
     raise
 
 

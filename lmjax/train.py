@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from lmjax import checkpoint, metrics, paths, preemption, steps
-from lmjax.errors import UserError
+from lmjax.errors import UserError, first_line
 
 def _say(*args) -> None:
   """Progress for the user, from process 0 only."""
@@ -28,18 +28,46 @@ def _say_report(run: steps.Run, split: str, step: int, report: dict) -> None:
     _say(line)
 
 
+def _garbled(tok_dir: str) -> str:
+  """Why the tokenizer in tok_dir cannot be read ('' when it can)."""
+  from lmjax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  try:
+    tokenizers.load_tokenizer(tok_dir)
+    return ''
+  except Exception as e:  # pylint: disable=broad-except
+    return f'{type(e).__name__}: {first_line(e)}'
+
+
 def _restore_tokenizer_copy(workdir: str) -> None:
-  """A workdir with checkpoints but no tokenizer/ gets it back from the newest checkpoint."""
+  """A workdir with checkpoints whose tokenizer/ is missing or unreadable gets it back from
+  the newest checkpoint's copy; unreadable files are moved aside to tokenizer_bad.TIME, not
+  deleted."""
   tok_dir = paths.join(workdir, 'tokenizer')
-  if (paths.exists(paths.join(tok_dir, 'tokenizer.json'))
-      or not paths.isdir(paths.join(workdir, 'checkpoints'))):
-    return
+  if not any(d.isdigit() for d in paths.listdir(paths.join(workdir, 'checkpoints'))):
+    return  # no model yet: a tokenizer there is rebuilt from the data (lm_data.build_tokenizer)
   if jax.process_index() == 0:
-    mngr = checkpoint.manager(workdir, create=False, async_save=False)
-    step = checkpoint.restore_tokenizer_dir(mngr, tok_dir)
-    mngr.close()
-    if step is not None:
-      _say(f'restored {tok_dir} from checkpoint step {step}')
+    present = paths.exists(paths.join(tok_dir, 'tokenizer.json'))
+    problem = _garbled(tok_dir) if present else ''
+    if not present or problem:
+      mngr = checkpoint.manager(workdir, create=False, async_save=False)
+      if problem:
+        aside = paths.join(workdir, f'tokenizer_bad.{time.strftime("%Y%m%d-%H%M%S")}')
+        paths.move(tok_dir, aside)
+      step = checkpoint.restore_tokenizer_dir(mngr, tok_dir)
+      mngr.close()
+      if problem and step is None:  # no copy to restore: put the files back, and say so
+        paths.move(aside, tok_dir)
+        raise UserError(f'--workdir {workdir}: {tok_dir} is unreadable ({problem}) and no '
+                        'checkpoint holds a copy of it')
+      if problem:  # the record of the text it was built from is not part of the copy
+        from lmjax.data import lm as lm_data  # pylint: disable=g-import-not-at-top
+        note = paths.join(aside, lm_data.TRAINING_TEXT)
+        if paths.exists(note):
+          paths.write_bytes(paths.join(tok_dir, lm_data.TRAINING_TEXT),
+                            paths.Path(note).read_bytes())
+      if step is not None:
+        why = f' (it was unreadable: {problem}; moved to {aside})' if problem else ''
+        _say(f'restored {tok_dir} from checkpoint step {step}{why}')
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices('lmjax_tokenizer_restored')

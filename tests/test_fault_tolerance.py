@@ -199,6 +199,21 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
   assert [l for l in err.splitlines() if l.startswith('interrupted')], err[-3000:]
 
 
+def test_the_second_ctrl_c_raises_at_once():
+  """The handler's own logic (the process test above cannot time two signals apart): the
+  first SIGINT asks for a stop after the step, the second raises at once."""
+  before = signal.getsignal(signal.SIGINT)
+  watch = preemption.StopWatch()
+  try:
+    signal.raise_signal(signal.SIGINT)
+    assert watch.requested and watch.signal_name == 'SIGINT'
+    with pytest.raises(KeyboardInterrupt, match='second Ctrl-C: stopped at once'):
+      signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before  # the second also restored the handler
+  finally:
+    watch.close()
+
+
 def _garble(step_dir, how):
   files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, 'state'))
            for f in fs if os.sep + 'd' + os.sep in os.path.join(r, f)]

@@ -36,6 +36,8 @@ def run_all(cases: dict, workdir_of) -> dict:
 def test_refused_runs_print_one_line_and_create_no_workdir(tmp_path):
   latin1 = tmp_path / 'latin1.txt'
   latin1.write_bytes(b'caf\xe9 au lait\n')
+  short = tmp_path / 'short.txt'
+  short.write_text('the dog .\n')
   text = ['--config.data.source=text', '--config.data.tokenizer=word']
   cases = {
       'no config file': (['--config=experiments/nope.py'], ['--config=experiments/nope.py',
@@ -63,12 +65,18 @@ def test_refused_runs_print_one_line_and_create_no_workdir(tmp_path):
       # passes every check, then the reader refuses the file: the workdir made for it goes again
       'non-UTF-8 data': ([TINY, *text, f'--config.data.train={latin1}',
                           f'--config.data.eval={latin1}'], ['latin1.txt', 'UTF-8']),
+      # refused after the vocabulary was built and saved: the tokenizer files go again
+      'too little data': ([TINY, *text, f'--config.data.train={short}',
+                           f'--config.data.eval={short}'], ['4 tokens', 'config.batch_size']),
   }
-  workdir = lambda name: tmp_path / 'wd' / name.replace(' ', '_')
+  # The two cases refused while loading data each remove the directories they made; under
+  # one new parent, two concurrent ones could each leave it to the other: separate parents.
+  late = ('too little data',)
+  workdir = lambda name: tmp_path / ('wd2' if name in late else 'wd') / name.replace(' ', '_')
   for name, proc in run_all(cases, workdir).items():
     one_line_error(proc, *cases[name][1])
     assert not os.path.exists(workdir(name)), name
-  assert not os.path.exists(tmp_path / 'wd')
+  assert not os.path.exists(tmp_path / 'wd') and not os.path.exists(tmp_path / 'wd2')
 
 
 def test_a_refused_run_leaves_an_existing_workdir_unchanged(tmp_path):
@@ -83,8 +91,17 @@ def test_a_refused_run_leaves_an_existing_workdir_unchanged(tmp_path):
                            ['config.checkpoint.max_to_keep=0'])}
   for name, proc in run_all(cases, lambda _: wd).items():
     one_line_error(proc, *cases[name][1])
+  # Refused after loading: the vocabulary it saved for the refused data goes again.
+  short = tmp_path / 'short.txt'
+  short.write_text('the dog .\n')
+  late = run_all({'too little data': ([TINY, '--config.data.source=text',
+                                       '--config.data.tokenizer=word',
+                                       f'--config.data.train={short}',
+                                       f'--config.data.eval={short}'], None)}, lambda _: wd)
+  one_line_error(late['too little data'], '4 tokens')
   assert listing(str(wd)) == before
   assert os.path.isdir(wd / 'checkpoints')  # empty directories of an existing workdir stay
+  assert not os.path.exists(wd / 'tokenizer')
 
 
 def test_make_train_passes_args(tmp_path):

@@ -95,6 +95,25 @@ def test_a_garbled_tokenizer_is_replaced_by_the_checkpoint_copy(trained, tmp_pat
   assert len(warn) == 1 and 'tokenizer' in warn[0] and 'copy saved in checkpoint' in warn[0]
 
 
+def test_training_restores_a_garbled_tokenizer_from_the_checkpoint(trained, tmp_path, capsys):
+  wd = copy(trained, tmp_path / 'wd')
+  garbled = '{"kind": "word", "vocab": ['
+  open(os.path.join(wd, 'tokenizer', 'tokenizer.json'), 'w').write(garbled)
+  c = config_base.load_experiment('synthetic_lm.py', 'tiny')
+  c.num_train_steps, c.eval_every, c.checkpoint.every = 4, 4, 2
+  c.sample.num_samples = 0
+  c.mesh.data = 1
+  train.train_and_evaluate(c, wd, devices=jax.devices()[:1])  # at its end: evaluates only
+  out = capsys.readouterr().out
+  assert 'restored' in out and 'it was unreadable' in out, out
+  aside = [d for d in os.listdir(wd) if d.startswith('tokenizer_bad.')]
+  assert len(aside) == 1  # moved, not deleted
+  assert open(os.path.join(wd, aside[0], 'tokenizer.json')).read() == garbled
+  read = lambda d: {f: open(os.path.join(d, 'tokenizer', f), 'rb').read()
+                    for f in os.listdir(os.path.join(d, 'tokenizer'))}
+  assert read(wd) == read(trained)  # the copy, and the record of the text it was built from
+
+
 def test_no_intact_step_is_one_line(trained, tmp_path):
   wd = copy(trained, tmp_path / 'wd')
   for s in (2, 4):

@@ -91,11 +91,15 @@ def run_bytes(module, *args, stdin: bytes):
 def test_stdin_reads_like_a_file(trained, tmp_path):
   """UTF-8 with the same one-line errors, a BOM stripped, empty and blank-only alike."""
   wd, _ = trained
-  src = '\n'.join(s for s, _ in synthetic.generate_pairs(3, 7)) + '\n'
+  # The last line is longer than the tiny model takes (max_len 32): cut, with one warning.
+  pairs = synthetic.generate_pairs(3, 7)
+  src = '\n'.join([s for s, _ in pairs] + [' '.join([pairs[0][0]] * 8)]) + '\n'
   plain = run_bytes('lmjax.translate', f'--workdir={wd}', stdin=src.encode())
   bom = run_bytes('lmjax.translate', f'--workdir={wd}', stdin=b'\xef\xbb\xbf' + src.encode())
   assert plain.returncode == bom.returncode == 0, bom.stderr[-3000:]
-  assert bom.stdout == plain.stdout and len(plain.stdout.splitlines()) == 3
+  assert bom.stdout == plain.stdout and len(plain.stdout.splitlines()) == 4
+  warn = [l for l in plain.stderr.decode().splitlines() if l.startswith('warning: ')]
+  assert len(warn) == 1 and 'longer than the model takes (32 tokens: line 4:' in warn[0], warn
   for data, needle in ((b'the dog \xe9 runs .\n', 'not UTF-8'), (b'', 'is empty'),
                        (b'\n  \n', 'only blank lines')):
     p = run_bytes('lmjax.translate', f'--workdir={wd}', stdin=data)
