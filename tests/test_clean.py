@@ -7,7 +7,6 @@ import ml_collections
 import pytest
 
 from lmjax.data import clean
-from lmjax.errors import UserError
 
 import cli_checks
 

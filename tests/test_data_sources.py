@@ -15,7 +15,6 @@ import tensorflow_datasets as tfds
 from lmjax.data import text
 from lmjax.data import tfds_source
 from lmjax.data import tokenizers
-from lmjax.errors import UserError
 
 import cli_checks
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmjax import config_base, decoding, models, steps, train
-from lmjax.data import synthetic, text, translation as mt
+from lmjax.data import synthetic, translation as mt
 from lmjax.errors import UserError
 from lmjax.models import attention, encoder_decoder as ed
 
