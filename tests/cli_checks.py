@@ -1,6 +1,7 @@
 """Checks shared by the tests that run lmjax's entry points as real processes."""
 
 import os
+import socket
 
 import pytest
 
@@ -37,3 +38,10 @@ def user_error(fn, *args, needles=(), **kwargs) -> str:
   for needle in needles:
     assert str(needle) in message, (needle, message)
   return message
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]

@@ -10,6 +10,8 @@ whether the restore succeeded, fell back or failed, and when two restores overla
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import threading
 import warnings
 
@@ -153,3 +155,41 @@ def test_overlapping_restores_in_threads_undo_once_both_are_done(saved, tmp_path
   assert quiet_after_first == [True]
   assert _process_state() == before
   assert _closed_loop_raises()
+
+
+LATE_FAILURE = r"""
+import asyncio, gc, sys
+from lmjax import cli
+if sys.argv[1] == 'quiet':
+  cli.quiet_unretrieved_read_errors()
+
+async def fails():
+  raise ValueError('OUT_OF_RANGE: a read that failed after the restore had reported')
+
+async def never_awaited():
+  pass
+
+loop = asyncio.new_event_loop()
+task = loop.create_task(fails())
+loop.run_until_complete(asyncio.sleep(0.01))  # the task fails; nobody retrieves it
+loop.close()
+coro = never_awaited()
+del task, coro
+gc.collect()
+print('done')
+"""
+
+
+@pytest.mark.parametrize('mode', ['quiet', 'debug'])
+def test_entry_points_drop_the_late_echoes_of_a_failed_read(mode):
+  """A failed read's task collected after restore_good's block has closed: lmjax's entry
+  points (cli.run without --debug) print nothing for it; under --debug asyncio reports it."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', LATE_FAILURE, mode], cwd=repo, text=True,
+                        capture_output=True, timeout=120, env=dict(os.environ, PYTHONPATH=repo))
+  assert proc.returncode == 0 and proc.stdout == 'done\n', proc.stderr
+  if mode == 'quiet':
+    assert proc.stderr == ''
+  else:
+    assert 'Task exception was never retrieved' in proc.stderr
+    assert 'was never awaited' in proc.stderr

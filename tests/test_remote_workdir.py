@@ -16,11 +16,10 @@ import time
 import urllib.parse
 import urllib.request
 
-import portpicker
 import pytest
 
 from lmjax import cli, paths
-from cli_checks import one_line_error, user_error
+from cli_checks import free_port, one_line_error, user_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = 'lmjax-test'
@@ -32,7 +31,7 @@ ARGS = [f'--config={REPO}/experiments/synthetic_lm.py:tiny', '--config.log_every
 @pytest.fixture(scope='module')
 def emulator_env():
   """Environment variables that point gcsfs and TensorStore at a fresh in-memory emulator."""
-  port = portpicker.pick_unused_port()
+  port = free_port()
   proc = subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'tests', 'gcs_emulator.py'), str(port), BUCKET],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
