@@ -53,24 +53,8 @@ flags.DEFINE_string('launch_args', '', 'Extra flags for the launcher (gke, tpu_v
 flags.DEFINE_bool('dry-run', False, 'With --launch: print the jobs instead of submitting.')
 FLAGS = flags.FLAGS
 
-RECORD = 'ablate.json'
 LOG = 'log.txt'
 _DONE_PREFIXES = ('done:', 'nothing left to train')
-
-
-def read_record(run: sweeps.Run) -> dict:
-  try:
-    with open(os.path.join(run.workdir, RECORD), encoding='utf-8') as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
-
-
-def _write_record(run: sweeps.Run, record: dict) -> None:
-  tmp = os.path.join(run.workdir, RECORD + '.tmp')
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(record, f, indent=1)
-  os.replace(tmp, os.path.join(run.workdir, RECORD))
 
 
 def _locked(path: str) -> bool:
@@ -93,7 +77,7 @@ def status(run: sweeps.Run) -> str:
   """done, running, failed, interrupted (a workdir with progress) or pending."""
   if _locked(run.workdir):
     return 'running'
-  record = read_record(run)
+  record = run.record()
   if record.get('status') in ('done', 'failed'):
     return record['status']
   if os.path.isdir(os.path.join(run.workdir, 'checkpoints')) or record:
@@ -104,7 +88,7 @@ def status(run: sweeps.Run) -> str:
 def check_root(runs: list, root: str, force: bool) -> None:
   """Refuse a root whose runs were made with other commands (another sweep definition)."""
   for run in runs:
-    record = read_record(run)
+    record = run.record()
     if record and list(record.get('command', [])) != list(run.command) and not force:
       old = set(record.get('command', [])) - set(run.command)
       new = set(run.command) - set(record.get('command', []))
@@ -128,11 +112,11 @@ class _Running:
   def __init__(self, run: sweeps.Run, slot: int, parallel: int, python: str):
     self.run, self.slot = run, slot
     os.makedirs(run.workdir, exist_ok=True)
-    self.record = read_record(run)
+    self.record = run.record()
     self.record.update(command=list(run.command), status='running')
     self.record.setdefault('wall_s', 0.0)
     self.record['segments'] = self.record.get('segments', 0) + 1
-    _write_record(run, self.record)
+    run.write_record(self.record)
     log_path = os.path.join(run.workdir, LOG)
     self.offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     self.log = open(log_path, 'ab')
@@ -157,15 +141,16 @@ class _Running:
                        wall_s=self.record['wall_s'] + time.time() - self.t0,
                        error=(errors[-1] if errors else (lines[-1] if lines else ''))
                        if state == 'failed' else '')
-    _write_record(self.run, self.record)
+    self.run.write_record(self.record)
     return state
 
 
 def execute(runs: list, parallel: int, say=print, python: str = sys.executable) -> dict:
   """Runs what is not done, `parallel` at a time; returns {run name: status}."""
-  todo = [r for r in runs if status(r) != 'done']
+  states = {r.name: status(r) for r in runs}
+  todo = [r for r in runs if states[r.name] != 'done']
   for r in runs:
-    if status(r) == 'running':
+    if states[r.name] == 'running':
       raise UserError(f'run {r.name} is running in another process ({r.workdir} is locked); '
                       'wait for it, or stop it, before starting the sweep again')
   say(f'{len(runs) - len(todo)} of {len(runs)} runs done; running {len(todo)}'
@@ -211,7 +196,7 @@ def average_rows(sweep: sweeps.Sweep, runs: list, say=print, python: str = sys.e
   from lmjax import sweep_report  # pylint: disable=g-import-not-at-top
   for run in runs:
     n = run.row.average_last
-    if not n or read_record(run).get('status') != 'done':
+    if not n or run.record().get('status') != 'done':
       continue
     out = os.path.join(run.workdir, 'averaged')
     if sweep_report.final(sweep_report.read_metrics(out), 'eval'):
@@ -293,7 +278,7 @@ def main(argv):
   from lmjax import sweep_report  # pylint: disable=g-import-not-at-top
   if FLAGS.status:
     for run in runs:
-      rec = read_record(run)
+      rec = run.record()
       note = f'  {rec.get("error", "")}' if rec.get('status') == 'failed' else ''
       print(f'{status(run):<12} {run.name:<40} {rec.get("wall_s", 0):8.0f}s{note}')
     sweep_report.write(sweep, runs, root, say=print, partial=True)
@@ -308,16 +293,16 @@ def main(argv):
   cli.check_workdir(root)
   check_root(runs, root, FLAGS.force)
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, 'sweep.json'), 'w', encoding='utf-8') as f:
-    json.dump({'sweep': FLAGS.sweep, 'config': sweep.config,
-               'runs': {r.name: list(r.command) for r in runs}}, f, indent=1)
+  paths.write_text(os.path.join(root, 'sweep.json'),
+                   json.dumps({'sweep': FLAGS.sweep, 'config': sweep.config,
+                               'runs': {r.name: list(r.command) for r in runs}}, indent=1))
   execute(runs, FLAGS.parallel)
   average_rows(sweep, runs)
   sweep_report.write(sweep, runs, root)
   failed = [r for r in runs if status(r) == 'failed']
   if failed:
     raise UserError(f'{len(failed)} of {len(runs)} runs failed (first: {failed[0].name}: '
-                    f'{read_record(failed[0]).get("error", "")}); the table holds the others; '
+                    f'{failed[0].record().get("error", "")}); the table holds the others; '
                     'rerun the same command to retry the failed ones')
 
 

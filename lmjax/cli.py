@@ -272,19 +272,23 @@ def files_below(path: str) -> set:
   return {os.path.join(root, f) for root, _, files in os.walk(path) for f in files}
 
 
+def tokenizer_files(workdir: str) -> set:
+  """The files below WORKDIR/tokenizer now: what undo_refused_run leaves in place."""
+  return files_below(os.path.join(workdir, 'tokenizer'))
+
+
 def undo_refused_run(workdir: str, before: set, created: str | None) -> None:
   """After a run refused before its first checkpoint (bad data found while loading it):
   remove the files it wrote under WORKDIR/tokenizer, which belong to no model, and the
-  directories it created. Files that were there before are never touched, and nothing is
-  removed once the workdir holds a checkpoint step."""
+  directories it created. `before` is tokenizer_files(workdir) from before the run: those
+  files are never touched, and nothing is removed once the workdir holds a checkpoint step."""
   ckpts = os.path.join(workdir, 'checkpoints')
   if paths.is_remote(workdir) or (os.path.isdir(ckpts) and any(
       d.isdigit() for d in os.listdir(ckpts))):
     return
-  tok_dir = os.path.join(workdir, 'tokenizer') + os.sep
-  for f in files_below(workdir) - before:
-    if f.startswith(tok_dir):
-      os.unlink(f)
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  for f in tokenizer_files(workdir) - before:
+    os.unlink(f)
   if created:
     remove_empty_dirs(created)
   elif os.path.isdir(tok_dir):

@@ -55,7 +55,7 @@ def main(argv):
   init_distributed()
   import jax
   config_schema.check_mesh(config, jax.device_count())
-  before = cli.files_below(workdir)
+  before = cli.tokenizer_files(workdir)
   created = cli.make_workdir(workdir)
   try:
     if jax.process_index() == 0:

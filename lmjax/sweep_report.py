@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from lmjax import sweeps
+from lmjax import paths, sweeps
 
 _PARAMS = re.compile(r'^model \S+: ([\d,]+) parameters')
 
@@ -72,14 +72,6 @@ def num_params(workdir: str) -> Optional[int]:
   return None
 
 
-def _record(workdir: str) -> dict:
-  try:
-    with open(os.path.join(workdir, 'ablate.json'), encoding='utf-8') as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
-
-
 def short_config(spec: str) -> str:
   """experiments/FILE.py[:variant] of a resolved (absolute) experiment path."""
   i = spec.rfind('experiments/')
@@ -105,10 +97,12 @@ def collect(sweep: sweeps.Sweep, runs: list) -> list[dict]:
     for suffix, where in variants:
       seeds = {}
       for run in by_row[row.name]:
-        if _record(run.workdir).get('status') != 'done':
+        record = run.record()
+        if record.get('status') != 'done':
           continue
         wd = where(run)
-        m = read_metrics(wd)
+        own = read_metrics(run.workdir)
+        m = own if wd == run.workdir else read_metrics(wd)
         values = {}
         for metric in sweep.metrics:
           v = final(m, metric.split).get(metric.key)
@@ -117,9 +111,9 @@ def collect(sweep: sweeps.Sweep, runs: list) -> list[dict]:
         if not values:
           continue
         seeds[run.seed] = {'workdir': wd, 'values': values,
-                           'steps': final(read_metrics(run.workdir), 'train').get('step'),
+                           'steps': final(own, 'train').get('step'),
                            'params': num_params(run.workdir),
-                           'wall_s': _record(run.workdir).get('wall_s'),
+                           'wall_s': record.get('wall_s'),
                            'train_curve': curve(m, 'train', 'loss'),
                            'eval_curve': curve(m, 'eval', sweep.metrics[0].key)}
       lines.append({'row': row.name + suffix, 'base_name': row.name, 'group': row.group,
@@ -377,10 +371,7 @@ def write(sweep: sweeps.Sweep, runs: list, root: str, say=print, partial: bool =
            'results.tex': latex(sweep, lines),
            'results.json': json.dumps(json_data(sweep, lines), indent=1) + '\n'}
   for name, text in files.items():
-    tmp = os.path.join(root, name + '.tmp')
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(tmp, os.path.join(root, name))
+    paths.write_text(os.path.join(root, name), text)
   try:
     plots(sweep, lines, os.path.join(root, 'plots'))
     plotted = f', plots in {os.path.join(root, "plots")}'

@@ -25,12 +25,14 @@ the schema (config_schema.check), the base row and the metrics' splits known.
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import random
 import re
 from typing import Any, Mapping, Sequence
 
+from lmjax import paths
 from lmjax.errors import UserError
 
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.=+,-]*$')
@@ -84,6 +86,20 @@ class Run:
   @property
   def name(self) -> str:
     return f'{self.row.name}/seed{self.seed}'
+
+  def record(self) -> dict:
+    """WORKDIR/ablate.json, what lmjax.ablate keeps about the run ({} if none or unreadable)."""
+    try:
+      with open(os.path.join(self.workdir, RECORD), encoding='utf-8') as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return {}
+
+  def write_record(self, record: dict) -> None:
+    paths.write_text(os.path.join(self.workdir, RECORD), json.dumps(record, indent=1))
+
+
+RECORD = 'ablate.json'  # in each run's workdir: its command, status, wall time, segments
 
 
 # --------------------------------------------------------------------------- producing rows
