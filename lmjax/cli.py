@@ -22,6 +22,8 @@ flags.DEFINE_bool('keep_host_memory', True,
                   'GPU/TPU backend.')
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc malloc.h
+# What `run` chose for --keep_host_memory, for the start-up line; '' outside an entry point.
+HOST_MEMORY = ''
 
 
 def quiet_unretrieved_read_errors() -> None:
@@ -349,8 +351,15 @@ def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with UserError -> one line on stderr and exit status 2."""
 
   def wrapped(argv):
-    if flags.FLAGS.keep_host_memory and cpu_backend_expected():
-      keep_freed_host_memory()
+    global HOST_MEMORY
+    if not flags.FLAGS.keep_host_memory:
+      HOST_MEMORY = 'glibc malloc at its defaults (--nokeep_host_memory)'
+    elif not cpu_backend_expected():
+      HOST_MEMORY = 'glibc malloc at its defaults (not a CPU backend)'
+    elif keep_freed_host_memory():
+      HOST_MEMORY = 'glibc malloc keeps freed memory (--keep_host_memory)'
+    else:
+      HOST_MEMORY = 'glibc malloc at its defaults (no mallopt in this C library)'
     if not flags.FLAGS.debug and not flags.FLAGS['verbosity'].present:
       # orbax and jax log every step at INFO, through absl and through the root logger.
       logging.set_verbosity(logging.WARNING)

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lmjax import checkpoint, metrics, paths, preemption, steps
+from lmjax import checkpoint, cli, metrics, models, paths, preemption, steps
 from lmjax.errors import UserError, first_line
 
 def _say(*args) -> None:
@@ -107,6 +107,8 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   _say(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(run.mesh.shape)}; '
        f'vocab {tok.vocab_size}; {task.describe(train_iter)}, {task.steps_per_epoch:,} steps '
        'per epoch')
+  backend = models.backend_defaults(config.model)  # and the defaults chosen for it, once
+  _say(f'{backend}; {cli.HOST_MEMORY}' if cli.HOST_MEMORY else backend)
 
   tok_files = checkpoint.tokenizer_files(tok)
 

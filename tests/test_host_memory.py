@@ -25,7 +25,8 @@ def mallopt(param, value):
 ctypes.CDLL = lambda *a, **k: types.SimpleNamespace(mallopt=mallopt)
 from lmjax import cli
 def main(argv):
-  print(json.dumps({'calls': calls, 'jax_imported': 'jax' in sys.modules}))
+  print(json.dumps({'calls': calls, 'jax_imported': 'jax' in sys.modules,
+                    'said': cli.HOST_MEMORY}))
 sys.argv = ['entry'] + sys.argv[2:]
 cli.run(main)
 '''
@@ -43,20 +44,24 @@ def mallopt_calls(case, platforms, *flags, pythonpath=()):
                         capture_output=True, text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  return out['calls'], out['jax_imported']
+  # (out['said']: what training's start-up line will say about it)
+  return out['calls'], out['jax_imported'], out['said']
 
 
 @pytest.mark.parametrize('platforms,applied', [
     ('cpu', True), ('CPU', True), ('cpu,cuda', True),
     ('cuda', False), ('gpu', False), ('tpu', False), ('cuda,cpu', False)])
 def test_applied_only_for_a_cpu_platform(platforms, applied):
-  calls, jax_imported = mallopt_calls('plain', platforms)
+  calls, jax_imported, said = mallopt_calls('plain', platforms)
   assert calls == (KEEP if applied else [])
+  assert said == ('glibc malloc keeps freed memory (--keep_host_memory)' if applied else
+                      'glibc malloc at its defaults (not a CPU backend)')
   assert not jax_imported  # decided without importing jax, let alone starting a backend
 
 
 def test_no_keep_host_memory_flag_skips_it_on_cpu():
-  assert mallopt_calls('plain', 'cpu', '--nokeep_host_memory')[0] == []
+  calls, _, said = mallopt_calls('plain', 'cpu', '--nokeep_host_memory')
+  assert calls == [] and said == 'glibc malloc at its defaults (--nokeep_host_memory)'
 
 
 def test_jax_config_overrides_the_environment_once_jax_is_imported():

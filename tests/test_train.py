@@ -116,6 +116,10 @@ def test_short_run_learns_the_synthetic_grammar(tmp_path, capsys):
   assert report['tokens'] == sum(len(l.split()) + 1 for l in eval_lines)
   out = capsys.readouterr().out
   assert 'tokens/s' in out and 'sample:' in out
+  # The backend's defaults, said once (in-process: no entry point chose a malloc setting).
+  assert out.count('backend cpu') == 1
+  assert ('backend cpu: hand-written backward passes on (model.custom_vjp=auto, on for CPU '
+          'only)\n') in out
   lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   assert {l['split'] for l in lines} == {'train', 'eval'}
   assert glob.glob(str(tmp_path / 'tensorboard' / 'events.out.tfevents.*'))

@@ -9,6 +9,7 @@ None.
 import dataclasses
 from typing import Any, Callable, Optional
 
+import jax
 import jax.numpy as jnp
 
 from lmjax.errors import UserError
@@ -212,6 +213,19 @@ def _entry(model_cfg: Any):
     raise UserError(f'config.model.name: unknown model {model_cfg.name!r} '
                     f'(one of {sorted(FAMILIES)})')
   return FAMILIES[model_cfg.name]
+
+
+def backend_defaults(model_cfg: Any) -> str:
+  """'backend B' and what the model's custom_vjp option resolves to there (hand-written
+  backward passes, attention.use_custom_vjp), for the start-up line."""
+  line = f'backend {jax.default_backend()}'
+  if model_cfg.name not in FAMILIES:  # n-gram and word-vector models: no such option
+    return line
+  from lmjax.models import attention  # pylint: disable=g-import-not-at-top
+  option = model_cfg.get('custom_vjp', 'auto')
+  on = attention.use_custom_vjp(option)
+  return (f'{line}: hand-written backward passes {"on" if on else "off"} '
+          f'(model.custom_vjp={option}{", on for CPU only" if option == "auto" else ""})')
 
 
 def check_model_config(model_cfg: Any, seq_len: int) -> None:
