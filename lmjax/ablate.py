@@ -17,6 +17,14 @@ the last error line; its output goes to DIR/<row>/seed<k>/log.txt. A root whose 
 made by another sweep definition (another command for the same run directory) is refused,
 naming the first such run, unless --force.
 
+--reuse=DIR takes finished runs made elsewhere (a workdir, or a directory of them, e.g.
+another sweep's root): a pending run whose config equals a finished workdir's saved config
+exactly (checkpoint meta; the same experiment, overrides, data paths and seed) gets a copy of
+that workdir instead of being trained, and its record names where it came from. A workdir
+counts as finished when its newest checkpoint step has the eval (and, where the sweep
+tabulates it, test) report the trainer writes at the end, and is num_train_steps where that
+is set.
+
 When every run has finished, DIR/results.{md,csv,tex,json} and DIR/plots/*.{png,svg} are
 written (lmjax/sweep_report.py); --status prints done / running / failed / interrupted /
 pending per run, and the table for what has finished.
@@ -28,13 +36,16 @@ launch/tpu_vm.py invocation per run with --launch_args passed through (--dry-run
 """
 
 import fcntl
+import glob
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from absl import flags
 
@@ -50,6 +61,10 @@ flags.DEFINE_bool('force', False, 'Run in a root made by another sweep definitio
 flags.DEFINE_enum('launch', None, ['slurm', 'gke', 'tpu_vm'], 'Emit one job per run.')
 flags.DEFINE_string('launch_args', '', 'Extra flags for the launcher (gke, tpu_vm) or '
                     '#SBATCH options (slurm), one string.')
+flags.DEFINE_multi_string(
+    'reuse', [], 'A finished lmjax.main workdir, or a directory holding them (searched two '
+    'levels down), that a pending run is copied from instead of trained when its saved config '
+    'equals the run\'s exactly; repeatable.')
 flags.DEFINE_bool('dry-run', False, 'With --launch: print the jobs instead of submitting.')
 FLAGS = flags.FLAGS
 
@@ -255,6 +270,78 @@ def _launch_each(launcher: str, runs: list, root: str, dry_run: bool, extra: str
                       + (proc.stderr.strip().splitlines() or ['failed'])[-1])
 
 
+# --------------------------------------------------------------------------- reusing runs
+
+
+def _candidates(where: str) -> list:
+  """Workdirs (directories with checkpoints/) at, one or two levels below `where`."""
+  if not os.path.isdir(where):
+    raise UserError(f'--reuse {where}: no such directory')
+  found = []
+  for depth_glob in ('', '*', os.path.join('*', '*')):
+    pattern = os.path.join(where, depth_glob, 'checkpoints')
+    found += sorted(os.path.dirname(p) for p in glob.glob(pattern) if os.path.isdir(p))
+  return found
+
+
+def finished_config(workdir: str, splits: set) -> Optional[dict]:
+  """The saved config of a workdir whose training finished, else None: its newest checkpoint
+  step has a metrics.jsonl line for every split in `splits` (the eval and test reports the
+  trainer writes at the end), and is config.num_train_steps where that is set. An lmjax.ablate
+  run counts only when its record says done."""
+  from lmjax import checkpoint, sweep_report  # pylint: disable=g-import-not-at-top
+  record = sweeps.read_record(workdir)
+  if os.path.exists(os.path.join(workdir, sweeps.RECORD)) and record.get('status') != 'done':
+    return None
+  try:
+    mngr = checkpoint.manager(workdir, create=False)
+    step = mngr.latest_step()
+    meta = checkpoint.read_meta(mngr, step) if step is not None else None
+    mngr.close()
+  except Exception:  # pylint: disable=broad-except  (unreadable: not reusable, say nothing)
+    return None
+  if not meta or not isinstance(meta.get('config'), dict):
+    return None
+  lines = sweep_report.read_metrics(workdir)
+  if any(not any(l.get('split') == sp and l.get('step') == step for l in lines) for sp in splits):
+    return None
+  steps = meta['config'].get('num_train_steps') or 0
+  return meta['config'] if not steps or steps == step else None
+
+
+def reuse(runs: list, sweep: sweeps.Sweep, sets: dict, places: list, flag: str,
+          say=print) -> list:
+  """Copies a finished workdir found under `places` into each pending run's workdir whose
+  config it matches exactly (checkpoint.config_changes finds no difference), records the run
+  done with `reused_from`, and returns the reused runs."""
+  from lmjax import checkpoint  # pylint: disable=g-import-not-at-top
+  pending = [r for r in runs if status(r) == 'pending' and not os.path.exists(r.workdir)]
+  if not pending or not places:
+    return []
+  splits = {m.split for m in sweep.metrics} | {'eval'}
+  found = {}
+  for place in places:
+    for wd in _candidates(os.path.abspath(place)):
+      if wd not in found and not any(os.path.abspath(r.workdir) == wd for r in runs):
+        found[wd] = finished_config(wd, splits)
+  found = {wd: c for wd, c in found.items() if c is not None}
+  reused = []
+  for run in pending:
+    config = sweeps.row_config(sweep, run.row, sets, flag, seed=run.seed)
+    now = json.loads(config.to_json_best_effort())
+    match = next((wd for wd, saved in found.items()
+                  if not checkpoint.config_changes(saved, now)), None)
+    if match is None:
+      continue
+    shutil.copytree(match, run.workdir, ignore=shutil.ignore_patterns(sweeps.RECORD))
+    run.write_record({'command': list(run.command), 'status': 'done', 'reused_from': match,
+                      'wall_s': sweeps.read_record(match).get('wall_s'), 'segments': 0, 'returncode': 0,
+                      'error': ''})
+    say(f'reused {run.name}: copied {match} (its saved config is this run\'s)')
+    reused.append(run)
+  return reused
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -296,6 +383,7 @@ def main(argv):
   paths.write_text(os.path.join(root, 'sweep.json'),
                    json.dumps({'sweep': FLAGS.sweep, 'config': sweep.config,
                                'runs': {r.name: list(r.command) for r in runs}}, indent=1))
+  reuse(runs, sweep, sets, FLAGS.reuse, f'--sweep={FLAGS.sweep}')
   execute(runs, FLAGS.parallel)
   average_rows(sweep, runs)
   sweep_report.write(sweep, runs, root)

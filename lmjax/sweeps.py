@@ -88,18 +88,22 @@ class Run:
     return f'{self.row.name}/seed{self.seed}'
 
   def record(self) -> dict:
-    """WORKDIR/ablate.json, what lmjax.ablate keeps about the run ({} if none or unreadable)."""
-    try:
-      with open(os.path.join(self.workdir, RECORD), encoding='utf-8') as f:
-        return json.load(f)
-    except (OSError, ValueError):
-      return {}
+    return read_record(self.workdir)
 
   def write_record(self, record: dict) -> None:
     paths.write_text(os.path.join(self.workdir, RECORD), json.dumps(record, indent=1))
 
 
 RECORD = 'ablate.json'  # in each run's workdir: its command, status, wall time, segments
+
+
+def read_record(workdir: str) -> dict:
+  """WORKDIR/ablate.json, what lmjax.ablate keeps about a run ({} if none or unreadable)."""
+  try:
+    with open(os.path.join(workdir, RECORD), encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
 
 
 # --------------------------------------------------------------------------- producing rows
@@ -257,10 +261,28 @@ def _apply(config: Any, field: str, value: Any, where: str) -> None:
     raise UserError(f'{where}: config.{field}={value!r}: {e}') from None
 
 
+def row_config(sweep: Sweep, row: Row, sets: Mapping[str, str], flag: str,
+               seed: int | None = None) -> Any:
+  """The config a run of the row gets (its experiment file, the sweep's and the row's
+  overrides, the --set fields and, given one, the seed), as lmjax.main will build it."""
+  from lmjax import cli  # pylint: disable=g-import-not-at-top
+  try:
+    config = cli.load_config_file(row.config or sweep.config)
+  except UserError as e:
+    raise UserError(f'{flag}: {e}') from None
+  for field, value in {**sweep.overrides, **row.overrides}.items():
+    _apply(config, field, value, f'{flag}: row {row.name!r}')
+  for field, value in dict(sets).items():
+    _apply(config, field, value, f'--set {field}')
+  if seed is not None:
+    config.seed = seed
+  return config
+
+
 def check(sweep: Sweep, path: str, sets: Mapping[str, str] = (), data: bool = True) -> None:
   """Everything a sweep can be refused for, before any run starts (one line each); `data`:
   also the data files each run names (config_schema.check)."""
-  from lmjax import cli, config_schema  # pylint: disable=g-import-not-at-top
+  from lmjax import config_schema  # pylint: disable=g-import-not-at-top
   flag = f'--sweep={path}'
   if not sweep.rows:
     raise UserError(f'{flag}: the sweep defines no rows')
@@ -290,14 +312,7 @@ def check(sweep: Sweep, path: str, sets: Mapping[str, str] = (), data: bool = Tr
                       f'test (got {m.mode!r}, {m.split!r})')
   for row in sweep.rows:
     where = f'{flag}: row {row.name!r}'
-    try:
-      config = cli.load_config_file(row.config or sweep.config)
-    except UserError as e:
-      raise UserError(f'{flag}: {e}') from None
-    for field, value in {**sweep.overrides, **row.overrides}.items():
-      _apply(config, field, value, where)
-    for field, value in dict(sets).items():
-      _apply(config, field, value, f'--set {field}')
+    config = row_config(sweep, row, sets, flag)
     try:
       config_schema.check(config, data=data)
     except UserError as e:

@@ -106,6 +106,29 @@ def test_a_sweep_stopped_midway_finishes_only_what_is_missing(tmp_path):
                'plots/metrics.svg'):
     assert os.path.getsize(os.path.join(root, name)) > 0, name
 
+  # --reuse: a new root takes every run from finished workdirs with the same config (the
+  # clean lmjax.main workdir, listed first, for the resumed run; the first root for the rest)
+  # and trains nothing; its table is the first root's.
+  again = str(tmp_path / 'again')
+  third = _ablate(f'--sweep={TINY}', f'--root={again}', f'--reuse={tmp_path / "clean"}',
+                  f'--reuse={root}')
+  assert third.returncode == 0, third.stderr[-3000:]
+  assert '4 of 4 runs done; running 0' in third.stdout, third.stdout
+  for n in names:
+    source = str(tmp_path / 'clean') if n == resumed else os.path.join(root, n)
+    assert _record(again, n)['reused_from'] == source, (n, _record(again, n))
+    assert _record(again, n)['status'] == 'done'
+  table_again = json.load(open(os.path.join(again, 'results.json')))
+  assert [r['per_seed'] for r in table_again['rows']] == [r['per_seed'] for r in table['rows']]
+  # A config that differs in one field (log_every) is not a match: nothing is copied.
+  from lmjax import ablate  # pylint: disable=g-import-not-at-top
+  sweep = sweeps.load(TINY)
+  other = str(tmp_path / 'other')
+  said = []
+  got = ablate.reuse(sweeps.runs(sweep, other, {'log_every': '5'}), sweep, {'log_every': '5'},
+                     [root], '--sweep=tiny', say=said.append)
+  assert got == [] and said == [] and not os.path.exists(other)
+
 
 # --------------------------------------------------------------------------- hand-made runs
 
