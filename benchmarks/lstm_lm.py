@@ -10,14 +10,19 @@ fixed random token batch.
 
   PYTHONPATH=. python benchmarks/lstm_lm.py                      # f32 and bf16, fast backward
   PYTHONPATH=. python benchmarks/lstm_lm.py --dtype float32 --no-fast_backward
+  PYTHONPATH=. python benchmarks/lstm_lm.py --dtype float32 --json   # one JSON line
   PYTHONPATH=. python benchmarks/lstm_lm.py --peer               # and the PyTorch peer
                                                                  # (benchmarks/torch_lstm_lm.py),
                                                                  # interleaved in one process
+  PYTHONPATH=. python benchmarks/compare.py --cases=lstm_fp32,lstm_bf16   # separate processes
 
 --dtype bfloat16 is config.model.dtype='bfloat16': bf16 matmul operands with f32 accumulation
 (input, recurrent and output projections); parameters, carries and the cell's elementwise work
 stay f32. --dtype takes a comma list; each dtype is one variant. --no-keep_host_memory leaves
-glibc's malloc at its defaults (each step then page-faults its temporaries afresh).
+glibc's malloc at its defaults (each step then page-faults its temporaries afresh). --json
+prints one JSON line (tokens_per_s, compile_s: the step's lower + compile, first_step_s,
+peak_rss_mb: ru_maxrss) and nothing else, for one dtype and no --peer; --variant tiny --vocab 512
+is the seconds-long size benchmarks/compare.py --dry-run uses.
 
 Timings on shared CPUs are noisy: every number printed is the median over --repeats runs of
 --steps steps each, and --peer alternates the lmjax variants and PyTorch within each repeat so
@@ -37,14 +42,15 @@ import numpy as np
 
 from lmjax import cli, config_base
 from lmjax import steps as lmjax_steps
-from transformer_lm import time_runs  # this script's directory is on sys.path
+from transformer_lm import peak_rss_mb, time_runs  # this script's directory is on sys.path
 
 VOCAB = 10000
 DTYPES = ('float32', 'bfloat16')
 
 
-def experiment_config(dtype: str = 'float32', fast_backward: bool = True):
-  c = config_base.load_experiment('ptb_lstm.py', 'medium')
+def experiment_config(dtype: str = 'float32', fast_backward: bool = True,
+                      variant: str = 'medium'):
+  c = config_base.load_experiment('ptb_lstm.py', variant)
   c.model.dtype = dtype
   c.model.custom_vjp = 'on' if fast_backward else 'off'
   return c
@@ -54,16 +60,16 @@ class Trainer:
   """The trainer's own jitted train step (lmjax.steps, donated state) on a fixed random
   [batch, bptt] batch."""
 
-  def __init__(self, dtype='float32', fast_backward=True):
-    c = experiment_config(dtype, fast_backward)
+  def __init__(self, dtype='float32', fast_backward=True, variant='medium', vocab=VOCAB):
+    c = experiment_config(dtype, fast_backward, variant)
     self.name = f'lmjax {dtype}' + ('' if fast_backward else ' autodiff-backward')
     b, t = c.batch_size, c.seq_len
     self.tokens_per_step = b * t
     # The epoch length only sets the lr schedule's values; the shapes need no data.
     c.mesh.update(data=1, fsdp=1, tensor=1)
-    run = lmjax_steps.prepare(c, None, devices=jax.devices()[:1], vocab_size=VOCAB)
+    run = lmjax_steps.prepare(c, None, devices=jax.devices()[:1], vocab_size=vocab)
     rng = np.random.default_rng(0)
-    data = rng.integers(0, VOCAB, size=(b, t + 1)).astype(np.int32)
+    data = rng.integers(0, vocab, size=(b, t + 1)).astype(np.int32)
     self.batch = run.put({'inputs': data[:, :-1], 'targets': data[:, 1:],
                           'weights': np.ones((b, t), np.float32),
                           'reset': np.zeros((), np.int32)})
@@ -75,13 +81,29 @@ class Trainer:
     with run.context():
       self.step = run.p_train.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
-    self.loss = self.run(2)  # warm-up
+    t0 = time.perf_counter()
+    self.run(1)
+    self.first_step_s = time.perf_counter() - t0
+    self.loss = self.run(1)  # warm-up: two steps in all
 
   def run(self, steps: int) -> float:
     out = None
     for _ in range(steps):
       self.state, out = self.step(self.state, self.batch)
     return float(out['loss'])  # blocks
+
+
+def json_line(tr: Trainer, args, kept: bool) -> None:
+  times = time_runs(lambda: tr.run(args.steps), args.repeats)
+  step = statistics.median(times) / args.steps
+  print(json.dumps({
+      'impl': tr.name, 'variant': args.variant, 'params': tr.num_params,
+      'keep_host_memory': kept, 'compile_s': round(tr.compile_s, 2),
+      'first_step_s': round(tr.first_step_s, 3), 'step_s': round(step, 4),
+      'tokens_per_s': round(tr.tokens_per_step / step, 1),
+      'tokens_per_s_all': [round(tr.tokens_per_step * args.steps / t, 1) for t in times],
+      'loss_after_warmup': round(tr.loss, 3), 'peak_rss_mb': round(peak_rss_mb(), 1),
+      'loadavg': [round(x, 2) for x in os.getloadavg()]}), flush=True)
 
 
 def main(argv=None):
@@ -99,14 +121,24 @@ def main(argv=None):
   ap.add_argument('--peer', action='store_true',
                   help='also run the PyTorch peer (benchmarks/torch_lstm_lm.py), interleaved; '
                        'needs torch')
+  ap.add_argument('--variant', default='medium',
+                  help='experiments/ptb_lstm.py variant (tiny: seconds, for compare.py --dry-run)')
+  ap.add_argument('--vocab', type=int, default=VOCAB)
+  ap.add_argument('--json', action='store_true',
+                  help='one JSON line on stdout and nothing else (one --dtype, no --peer)')
   args = ap.parse_args(argv)
   dtypes = [d for d in args.dtype.split(',') if d]
   if not dtypes or any(d not in DTYPES for d in dtypes):
     ap.error(f'--dtype: a comma list of {", ".join(DTYPES)}, got {args.dtype!r}')
+  if args.json and (len(dtypes) != 1 or args.peer):
+    ap.error('--json: one --dtype and no --peer')
 
   kept = args.keep_host_memory and cli.keep_freed_host_memory()
+  if args.json:
+    json_line(Trainer(dtypes[0], args.fast_backward, args.variant, args.vocab), args, kept)
+    return
   print(json.dumps({'keep_host_memory': kept}), flush=True)
-  runners = [Trainer(d, args.fast_backward) for d in dtypes]
+  runners = [Trainer(d, args.fast_backward, args.variant, args.vocab) for d in dtypes]
   for r in runners:
     print(json.dumps({'impl': r.name, 'params': r.num_params, 'compile_s': round(r.compile_s, 1),
                       'loss_after_warmup': round(r.loss, 2)}), flush=True)
@@ -114,7 +146,7 @@ def main(argv=None):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import torch_lstm_lm as peer
     import torch
-    pt = peer.Trainer()
+    pt = peer.Trainer(peer.TINY if args.variant == 'tiny' else peer.MEDIUM)
     pt.name = f'torch {torch.__version__} float32 (threads {torch.get_num_threads()})'
     runners.append(pt)
 

@@ -9,12 +9,19 @@ BPTT). fp32.
 Needs torch (an optional benchmark dependency, not in setup.cfg):
   pip install torch==2.13.0+cpu   # or torch==2.13.0 where it has no CUDA dependencies
 
-  python benchmarks/torch_lstm_lm.py
+  python benchmarks/torch_lstm_lm.py [--json]
+  python benchmarks/torch_lstm_lm.py --tiny --json   # ptb_lstm.py:tiny's sizes, vocabulary 512
+
+--json prints one JSON line (tokens_per_s, first_step_s, peak_rss_mb: ru_maxrss; compile_s is
+null, nothing compiles in eager mode) on stdout and nothing else: benchmarks/compare.py runs it
+that way beside lmjax's benchmarks/lstm_lm.py, each in its own process.
 """
 
 import argparse
+import dataclasses
 import json
 import os
+import resource
 import statistics
 import time
 
@@ -24,20 +31,40 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VOCAB, UNITS, LAYERS, BPTT, BATCH = 10000, 650, 2, 35, 20
-DROPOUT, INIT_SCALE, LR, CLIP = 0.5, 0.05, 1.0, 5.0
+LR, CLIP = 1.0, 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Dims:
+  """Model and batch sizes (defaults: experiments/ptb_lstm.py:medium, PTB's vocabulary)."""
+  vocab: int = 10000
+  units: int = 650
+  layers: int = 2
+  bptt: int = 35
+  batch: int = 20
+  dropout: float = 0.5
+  init_scale: float = 0.05
+
+
+MEDIUM = Dims()
+TINY = Dims(vocab=512, units=16, bptt=8, batch=4, dropout=0.0, init_scale=0.1)  # ptb_lstm tiny
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class LSTMLM(nn.Module):
 
-  def __init__(self):
+  def __init__(self, dims: Dims = MEDIUM):
     super().__init__()
-    self.emb = nn.Embedding(VOCAB, UNITS)
-    self.drop = nn.Dropout(DROPOUT)
-    self.rnn = nn.LSTM(UNITS, UNITS, LAYERS, dropout=DROPOUT, batch_first=True)
-    self.out = nn.Linear(UNITS, VOCAB)
+    self.emb = nn.Embedding(dims.vocab, dims.units)
+    self.drop = nn.Dropout(dims.dropout)
+    self.rnn = nn.LSTM(dims.units, dims.units, dims.layers, dropout=dims.dropout,
+                       batch_first=True)
+    self.out = nn.Linear(dims.units, dims.vocab)
     for p in self.parameters():
-      nn.init.uniform_(p, -INIT_SCALE, INIT_SCALE)
+      nn.init.uniform_(p, -dims.init_scale, dims.init_scale)
 
   def forward(self, tokens, hidden):
     x = self.drop(self.emb(tokens))  # [B, T, D]
@@ -48,23 +75,28 @@ class LSTMLM(nn.Module):
 class Trainer:
   """One SGD step per window on a fixed random batch, hidden state carried and detached."""
 
-  def __init__(self, batch=BATCH, seq=BPTT):
+  def __init__(self, dims: Dims = MEDIUM):
     torch.manual_seed(0)
-    self.model = LSTMLM().train()
+    self.model = LSTMLM(dims).train()
     self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
-    data = torch.randint(0, VOCAB, (batch, seq + 1))
+    batch, seq, self.vocab = dims.batch, dims.bptt, dims.vocab
+    data = torch.randint(0, self.vocab, (batch, seq + 1))
     self.inputs, self.targets = data[:, :-1], data[:, 1:]
-    self.hidden = (torch.zeros(LAYERS, batch, UNITS), torch.zeros(LAYERS, batch, UNITS))
+    self.hidden = (torch.zeros(dims.layers, batch, dims.units),
+                   torch.zeros(dims.layers, batch, dims.units))
     self.batch = batch
     self.tokens_per_step = batch * seq
-    self.run(2)  # warm-up
+    t0 = time.perf_counter()
+    self.run(1)
+    self.first_step_s = time.perf_counter() - t0
+    self.run(1)  # warm-up: two steps in all
 
   def run(self, steps):
     loss = None
     for _ in range(steps):
       hidden = tuple(h.detach() for h in self.hidden)  # truncated BPTT boundary
       logits, self.hidden = self.model(self.inputs, hidden)
-      loss = F.cross_entropy(logits.view(-1, VOCAB), self.targets.reshape(-1),
+      loss = F.cross_entropy(logits.view(-1, self.vocab), self.targets.reshape(-1),
                              reduction='sum') / self.batch
       self.opt.zero_grad(set_to_none=True)
       loss.backward()
@@ -77,18 +109,28 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--steps', type=int, default=5)
   ap.add_argument('--repeats', type=int, default=5)
+  ap.add_argument('--tiny', action='store_true',
+                  help='ptb_lstm.py:tiny\'s sizes, vocabulary 512 (seconds; compare.py --dry-run)')
+  ap.add_argument('--json', action='store_true',
+                  help='one JSON line on stdout with the standard keys, nothing else')
   args = ap.parse_args(argv)
-  tr = Trainer()
+  dims = TINY if args.tiny else MEDIUM
+  tr = Trainer(dims)
   times = []
   for _ in range(args.repeats):
     t0 = time.perf_counter()
     tr.run(args.steps)
     times.append((time.perf_counter() - t0) / args.steps)
   step = statistics.median(times)
-  print(json.dumps({'impl': 'torch', 'dtype': 'float32', 'torch': torch.__version__,
-                    'threads': torch.get_num_threads(), 'step_s': round(step, 4),
-                    'tokens_per_s': round(tr.tokens_per_step / step, 1),
-                    'tokens_per_s_all': [round(tr.tokens_per_step / t, 1) for t in times]}))
+  row = {'impl': 'torch', 'dtype': 'float32', 'torch': torch.__version__,
+         'threads': torch.get_num_threads(), 'step_s': round(step, 4),
+         'tokens_per_s': round(tr.tokens_per_step / step, 1),
+         'tokens_per_s_all': [round(tr.tokens_per_step / t, 1) for t in times]}
+  if args.json:
+    row.update(dims=dataclasses.asdict(dims), compile_s=None,
+               first_step_s=round(tr.first_step_s, 3), peak_rss_mb=round(peak_rss_mb(), 1),
+               loadavg=[round(x, 2) for x in os.getloadavg()])
+  print(json.dumps(row), flush=True)
 
 
 if __name__ == '__main__':

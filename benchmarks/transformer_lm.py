@@ -1,57 +1,82 @@
 """Training and greedy-decoding throughput of the decoder-only Transformer (lmjax), with MFU.
 
-Model (the benchmark's fixed shape): d_model 512, 6 layers, 8 heads, MLP 2048, vocab 8192, tied
-embeddings, pre-LayerNorm, tanh-GELU, no dropout; sequence 256, batch 8; AdamW.
+The model, optimizer and train step are the trainer's own: experiments/decoder_lm.py:bench
+(d_model 512, 6 layers, 8 heads, MLP 2048, vocab 8192, tied embeddings, learned positions,
+pre-LayerNorm, tanh-GELU, no dropout, scanned layers; sequence 256, batch 8; AdamW) through
+lmjax.steps.prepare (the LM task's loss, the jitted train step with the state donated), on a
+fixed random token batch. Decoding is lmjax.decoding.generate_from_family (the trainer's
+sampling path, one jitted loop) on the same config's model, greedy.
 
-  PYTHONPATH=. python benchmarks/transformer_lm.py --dtype float32
-  PYTHONPATH=. python benchmarks/transformer_lm.py --dtype bfloat16
-  PYTHONPATH=. python benchmarks/transformer_lm.py --generate
-  PYTHONPATH=. python benchmarks/transformer_lm.py --compare   # lmjax and the PyTorch peer,
-                                                               # interleaved in one process
+  PYTHONPATH=. python benchmarks/transformer_lm.py                     # float32, scanned layers
+  PYTHONPATH=. python benchmarks/transformer_lm.py --dtype bfloat16    # config.model.dtype
+  PYTHONPATH=. python benchmarks/transformer_lm.py --no-scan           # config.model.scan_layers
+  PYTHONPATH=. python benchmarks/transformer_lm.py --remat dots        # config.model.remat
+  PYTHONPATH=. python benchmarks/transformer_lm.py --generate [--batch 1,8]
+  PYTHONPATH=. python benchmarks/transformer_lm.py --config=experiments/decoder_lm.py:tiny --json
+
+--dtype, --scan/--no-scan and --remat override the config's fields only when given. --json
+prints one JSON line per measurement on stdout (tokens_per_s, compile_s, peak_rss_mb, ...) and
+nothing else; benchmarks/compare.py runs it that way beside the PyTorch peer, each in its own
+process.
 
 FLOPs per step come from the compiled executable's cost analysis (XLA's count of the
-matmuls and elementwise work actually compiled) and, for comparison with the literature, from
-the analytic 6·N·tokens + 12·L·T·D·tokens (N = non-embedding params + the tied logits matmul).
-MFU is the analytic count over the measured matmul ceiling of this machine in the same
-dtype (a large f32 matmul, or bf16 inputs with f32 accumulation).
+matmuls and elementwise work actually compiled; it counts a loop body once, so with scanned
+layers it holds one layer of the stack, and --no-scan gives the whole step's count) and, for
+comparison with the literature, from the analytic 6·N·tokens + 12·L·T·D·tokens (N = the
+layers' weights + the logits matmul). MFU is the analytic count over the measured matmul ceiling of
+this machine in the same dtype (a large f32 matmul, or bf16 inputs with f32 accumulation).
 
-Timings on shared CPUs are noisy: every number printed is the median over --repeats runs of
---steps steps each, and --compare alternates lmjax and PyTorch repeats so both see the same load.
+Compile time: train, the step's lower + compile (the executable is then the one timed);
+generate, the first call (compile and one run) less the median timed run. Peak RSS is the
+process's ru_maxrss. Timings on shared CPUs are noisy: every tokens/s is the median over
+--repeats runs of --steps steps each.
 """
 
 import argparse
 import json
 import os
+import resource
 import statistics
-import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from lmjax import decoding, optim
+from lmjax import config_base, decoding, models
+from lmjax import steps as lmjax_steps
 from lmjax.models import transformer
-from lmjax.losses import cross_entropy
 
-VOCAB, D, LAYERS, HEADS, FF, SEQ, BATCH = 8192, 512, 6, 8, 2048, 256, 8
+CONFIG = 'experiments/decoder_lm.py:bench'
 PROMPT, NEW = 16, 128
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def model_config(dtype: str = 'float32', scan: bool = False, remat: str = 'none',
-                 max_len: int = SEQ) -> transformer.TransformerConfig:
-  return transformer.TransformerConfig(
-      vocab_size=VOCAB, d_model=D, num_heads=HEADS, num_layers=LAYERS, d_ff=FF,
-      max_len=max_len, dropout_rate=0.0, attention_dropout_rate=0.0, position='learned',
-      tie_embeddings=True, scan_layers=scan, remat=remat, compute_dtype=DTYPES[dtype])
+def experiment_config(config: str = CONFIG, dtype: str | None = None, scan: bool | None = None,
+                      remat: str | None = None):
+  """PATH:VARIANT's config on one device, with the given model fields overridden."""
+  path, _, variant = config.partition(':')
+  c = config_base.load_experiment(path, variant)
+  if dtype is not None:
+    c.model.dtype = dtype
+  if scan is not None:
+    c.model.scan_layers = scan
+  if remat is not None:
+    c.model.remat = remat
+  c.mesh.update(data=1, fsdp=1, tensor=1)
+  return c
 
 
-def analytic_flops_per_token(seq: int = SEQ) -> float:
+def analytic_flops_per_token(model_cfg, vocab_size: int, seq: int) -> float:
   """6·N (forward + backward of every weight matmul) + 12·L·T·D (attention scores and mix)."""
-  n = LAYERS * (4 * D * D + 2 * D * FF) + D * VOCAB  # non-embedding weights + tied logits
-  return 6.0 * n + 12.0 * LAYERS * seq * D
+  d, f, layers = model_cfg.d_model, model_cfg.d_ff, model_cfg.num_layers
+  n = layers * (4 * d * d + 2 * d * f) + d * vocab_size  # layer weights + the logits matmul
+  return 6.0 * n + 12.0 * layers * seq * d
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def time_runs(fn, repeats: int) -> list:
@@ -75,166 +100,162 @@ def matmul_ceiling(dtype: str = 'float32', n: int = 2048, repeats: int = 5) -> f
   return 2.0 * n ** 3 / min(times) / 1e9  # the ceiling: best of the repeats
 
 
+def xla_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0)) if cost else 0.0
+
+
 class Trainer:
-  """A jitted AdamW train step equivalent to lmjax.train's (forward, cross-entropy, grad, update,
-  donated state), on a fixed random batch."""
+  """The trainer's own jitted train step (lmjax.steps.prepare, donated state) on a fixed
+  random [batch, seq_len] batch."""
 
-  def __init__(self, dtype='float32', scan=False, remat='none', batch=BATCH, seq=SEQ):
-    self.cfg = model_config(dtype, scan, remat)
-    self.tokens_per_step = batch * seq
-    model = transformer.TransformerLM(self.cfg, deterministic=True)
+  def __init__(self, config):
+    c = config
+    vocab, b, t = int(c.data.vocab_size), c.batch_size, c.seq_len
+    self.tokens_per_step = b * t
+    # The step count only sets the lr schedule's values; the shapes need no data.
+    run = lmjax_steps.prepare(c, None, devices=jax.devices()[:1], vocab_size=vocab)
     rng = np.random.default_rng(0)
-    data = jnp.asarray(rng.integers(0, VOCAB, size=(batch, seq + 1)), jnp.int32)
-    self.batch = {'inputs': data[:, :-1], 'targets': data[:, 1:]}
-    import flax.linen as nn
-    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), self.batch['inputs'])['params'])
-    tx = optax.adamw(3e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, mask=optim.decay_mask)
-    self.state = {'params': params, 'opt_state': tx.init(params),
-                  'step': jnp.zeros((), jnp.int32)}
-    self.num_params = sum(x.size for x in jax.tree.leaves(params))
-
-    def train_step(state, batch):
-      def loss_fn(p):
-        logits = model.apply({'params': p}, batch['inputs'])  # [B, T, V]
-        return cross_entropy(logits, batch['targets']).mean()
-
-      loss, grads = jax.value_and_grad(loss_fn)(state['params'])
-      updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-      return {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
-              'step': state['step'] + 1}, loss
-
+    data = rng.integers(0, vocab, size=(b, t + 1)).astype(np.int32)
+    self.batch = run.put({'inputs': data[:, :-1], 'targets': data[:, 1:],
+                          'weights': np.ones((b, t), np.float32)})
+    self.state = run.init(c.seed)
+    # Distinct buffers: the state is donated.
+    self.state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
+    self.num_params = sum(x.size for x in jax.tree.leaves(self.state['params']))
     t0 = time.perf_counter()
-    self.step = jax.jit(train_step, donate_argnums=0).lower(self.state, self.batch).compile()
+    with run.context():
+      self.step = run.p_train.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
-    cost = self.step.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    self.xla_flops = float(cost.get('flops', 0.0)) if cost else 0.0
-    self.flops = analytic_flops_per_token(seq) * self.tokens_per_step
-    self.run(2)  # warm-up
+    self.xla_flops = xla_flops(self.step)
+    self.flops = analytic_flops_per_token(c.model, vocab, t) * self.tokens_per_step
+    t0 = time.perf_counter()
+    self.run(1)
+    self.first_step_s = time.perf_counter() - t0
+    self.loss = self.run(1)  # warm-up: two steps in all
 
   def run(self, steps: int) -> float:
-    loss = None
+    out = None
     for _ in range(steps):
-      self.state, loss = self.step(self.state, self.batch)
-    return float(loss)  # blocks
+      self.state, out = self.step(self.state, self.batch)
+    return float(out['loss'])  # blocks
 
 
 class Generator:
-  """Greedy decoding of NEW tokens after a PROMPT-token prompt with lmjax.decoding.generate."""
+  """Greedy decoding of `new` tokens after a `prompt`-token prompt, through the config's model
+  and lmjax.decoding.generate_from_family."""
 
-  def __init__(self, batch: int, scan: bool = False, params=None):
-    self.cfg = model_config('float32', scan=scan, max_len=PROMPT + NEW)
-    if params is None:
-      import flax.linen as nn
-      model = transformer.TransformerLM(self.cfg)
-      params = nn.meta.unbox(model.init(jax.random.PRNGKey(0),
-                                        jnp.zeros((1, PROMPT), jnp.int32))['params'])
-    self.params = params
-    self.prompt = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, size=(batch, PROMPT)),
-                              jnp.int32)
-    self.tokens = batch * NEW
+  def __init__(self, config, batch: int, prompt: int = PROMPT, new: int = NEW):
+    vocab = int(config.data.vocab_size)
+    self.family = models.build_lm(config.model, vocab)
+    init = jax.jit(lambda r: nn.meta.unbox(
+        self.family.init(r, jnp.zeros((1, prompt), jnp.int32))['params']))
+    self.params = init(jax.random.PRNGKey(config.seed))
+    self.prompt = np.random.default_rng(0).integers(0, vocab, size=(batch, prompt)).astype(
+        np.int32)
+    self.new = new
+    self.tokens = batch * new
+    t0 = time.perf_counter()
     self.run()  # compile + warm-up
+    self.first_call_s = time.perf_counter() - t0
 
   def run(self):
-    out = decoding.generate(self.params, self.prompt, jax.random.PRNGKey(0), config=self.cfg,
-                            num_new=NEW, temperature=0.0)
+    out = decoding.generate_from_family(self.family, self.params, self.prompt,
+                                        jax.random.PRNGKey(0), num_new=self.new,
+                                        temperature=0.0)
     return np.asarray(out)
 
 
 def bench_train(args) -> dict:
-  ceiling = matmul_ceiling(args.dtype)
-  tr = Trainer(args.dtype, args.scan, args.remat)
+  c = experiment_config(args.config, args.dtype, args.scan, args.remat)
+  ceiling = matmul_ceiling(c.model.dtype) if args.mfu else 0.0
+  tr = Trainer(c)
   times = [t / args.steps for t in time_runs(lambda: tr.run(args.steps), args.repeats)]
   step = statistics.median(times)
-  return {'impl': 'lmjax', 'dtype': args.dtype, 'scan': args.scan, 'remat': args.remat,
-          'params': tr.num_params, 'compile_s': round(tr.compile_s, 1),
-          'step_s': round(step, 4), 'tokens_per_s': round(tr.tokens_per_step / step, 1),
-          'tokens_per_s_all': [round(tr.tokens_per_step / t, 1) for t in times],
-          'gflop_per_step_analytic': round(tr.flops / 1e9, 2),
-          'gflop_per_step_xla': round(tr.xla_flops / 1e9, 2),
-          'gflops_per_s': round(tr.flops / step / 1e9, 1),
-          'matmul_ceiling_gflops': round(ceiling, 1),
-          'mfu': round(tr.flops / step / 1e9 / ceiling, 3)}
+  row = {'impl': 'lmjax', 'mode': 'train', 'config': args.config, 'dtype': c.model.dtype,
+         'scan': c.model.scan_layers, 'remat': c.model.remat, 'params': tr.num_params,
+         'compile_s': round(tr.compile_s, 2), 'first_step_s': round(tr.first_step_s, 3),
+         'step_s': round(step, 4), 'tokens_per_s': round(tr.tokens_per_step / step, 1),
+         'tokens_per_s_all': [round(tr.tokens_per_step / t, 1) for t in times],
+         'loss_after_warmup': round(tr.loss, 3),
+         'flops_per_step_analytic': tr.flops, 'flops_per_step_xla': tr.xla_flops,
+         'gflops_per_s': round(tr.flops / step / 1e9, 1)}
+  if args.mfu:
+    row.update(matmul_ceiling_gflops=round(ceiling, 1),
+               mfu=round(tr.flops / step / 1e9 / ceiling, 3))
+  return row
 
 
 def bench_generate(args) -> list:
+  c = experiment_config(args.config, args.dtype, args.scan, args.remat)
   rows = []
-  for b in (1, 8):
-    g = Generator(b, args.scan)
+  for b in args.batch:
+    g = Generator(c, b, args.prompt, args.new)
     times = time_runs(g.run, args.repeats)
-    rows.append({'impl': 'lmjax', 'mode': 'generate', 'batch': b,
-                 'tokens_per_s': round(g.tokens / statistics.median(times), 1),
-                 'tokens_per_s_all': [round(g.tokens / t, 1) for t in times]})
+    run_s = statistics.median(times)
+    rows.append({'impl': 'lmjax', 'mode': 'generate', 'config': args.config, 'batch': b,
+                 'dtype': c.model.dtype, 'scan': c.model.scan_layers, 'prompt': args.prompt,
+                 'new': args.new, 'compile_s': round(max(0.0, g.first_call_s - run_s), 2),
+                 'first_call_s': round(g.first_call_s, 3),
+                 'tokens_per_s': round(g.tokens / run_s, 1),
+                 'tokens_per_s_all': [round(g.tokens / t, 1) for t in times],
+                 'peak_rss_mb': round(peak_rss_mb(), 1),
+                 'loadavg': [round(x, 2) for x in os.getloadavg()]})
   return rows
 
 
-def compare(args) -> list:
-  """lmjax and the PyTorch peer in one process, repeats interleaved (same machine load)."""
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import torch_transformer_lm as peer
-  rows = []
-  which = args.only.split(',') if args.only else ['float32', 'bfloat16', 'generate']
-  for dtype in ('float32', 'bfloat16'):
-    if dtype not in which:
-      continue
-    ceiling = matmul_ceiling(dtype)
-    jx = Trainer(dtype, args.scan, args.remat)
-    pt = peer.Trainer(dtype)
-    tj, tp = [], []
-    for _ in range(args.repeats):
-      tj += time_runs(lambda: jx.run(args.steps), 1)
-      tp += time_runs(lambda: pt.run(args.steps), 1)
-    j = jx.tokens_per_step * args.steps / statistics.median(tj)
-    p = pt.tokens_per_step * args.steps / statistics.median(tp)
-    rows.append({'mode': 'train', 'dtype': dtype, 'scan': args.scan, 'lmjax_tok_s': round(j, 1),
-                 'torch_tok_s': round(p, 1), 'ratio': round(j / p, 3),
-                 'lmjax_mfu': round(j * analytic_flops_per_token() / 1e9 / ceiling, 3),
-                 'torch_mfu': round(p * analytic_flops_per_token() / 1e9 / ceiling, 3),
-                 'ceiling_gflops': round(ceiling, 1),
-                 'lmjax_all': [round(jx.tokens_per_step * args.steps / t) for t in tj],
-                 'torch_all': [round(pt.tokens_per_step * args.steps / t) for t in tp]})
-    print(json.dumps(rows[-1]), flush=True)
-    del jx, pt
-  if 'generate' in which:
-    for b in (1, 8):
-      jg, pg = Generator(b, args.scan), peer.Generator(b)
-      tj, tp = [], []
-      for _ in range(args.repeats):
-        tj += time_runs(jg.run, 1)
-        tp += time_runs(pg.run, 1)
-      j, p = jg.tokens / statistics.median(tj), pg.tokens / statistics.median(tp)
-      rows.append({'mode': 'generate', 'batch': b, 'scan': args.scan, 'lmjax_tok_s': round(j, 1),
-                   'torch_tok_s': round(p, 1), 'ratio': round(j / p, 3),
-                   'lmjax_all': [round(jg.tokens / t) for t in tj],
-                   'torch_all': [round(pg.tokens / t) for t in tp]})
-      print(json.dumps(rows[-1]), flush=True)
-  return rows
+def describe(row: dict) -> str:
+  """One readable line of a result row."""
+  if row['mode'] == 'generate':
+    return (f'lmjax generate {row["config"]} batch {row["batch"]} ({row["new"]} tokens after '
+            f'{row["prompt"]}): {row["tokens_per_s"]:,.1f} tokens/s (samples '
+            f'{row["tokens_per_s_all"]}), compile {row["compile_s"]} s, peak RSS '
+            f'{row["peak_rss_mb"]:,.0f} MB')
+  s = (f'lmjax train {row["config"]} {row["dtype"]} scan={row["scan"]} remat={row["remat"]}, '
+       f'{row["params"]:,} params: {row["tokens_per_s"]:,.1f} tokens/s (step {row["step_s"]} s; '
+       f'samples {row["tokens_per_s_all"]}), compile {row["compile_s"]} s, '
+       f'{row["flops_per_step_analytic"] / 1e9:.1f} GFLOP/step analytic (XLA '
+       f'{row["flops_per_step_xla"] / 1e9:.1f}{", scan body once" if row["scan"] else ""}), '
+       f'{row["gflops_per_s"]} GFLOP/s')
+  if 'mfu' in row:
+    s += f', MFU {row["mfu"]} of a {row["matmul_ceiling_gflops"]} GFLOP/s matmul'
+  return s + f', loss {row["loss_after_warmup"]}, peak RSS {row["peak_rss_mb"]:,.0f} MB'
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  ap.add_argument('--dtype', choices=sorted(DTYPES), default='float32')
+  ap.add_argument('--config', default=CONFIG, help='experiment PATH:VARIANT (default %(default)s)')
+  ap.add_argument('--dtype', choices=sorted(DTYPES), default=None,
+                  help='config.model.dtype (default: the config\'s, float32 for bench)')
+  ap.add_argument('--scan', action=argparse.BooleanOptionalAction, default=None,
+                  help='config.model.scan_layers (default: the config\'s, scanned for bench)')
+  ap.add_argument('--remat', choices=sorted(transformer.REMAT_POLICIES), default=None,
+                  help='config.model.remat (default: the config\'s, none for bench)')
   ap.add_argument('--steps', type=int, default=5, help='train steps per timed repeat')
   ap.add_argument('--repeats', type=int, default=5)
-  ap.add_argument('--scan', action=argparse.BooleanOptionalAction, default=False,
-                  help='scan over layers (lmjax\'s default layout) or, by default here, a Python '
-                       'loop of layers: measured faster on CPU for training and decoding')
-  ap.add_argument('--remat', choices=sorted(transformer.REMAT_POLICIES), default='none')
+  ap.add_argument('--mfu', action=argparse.BooleanOptionalAction, default=True,
+                  help='measure the matmul ceiling (five 2048^3 matmuls) and report MFU')
   ap.add_argument('--generate', action='store_true',
-                  help=f'greedy decode {NEW} tokens after a {PROMPT}-token prompt, batch 1 and 8')
-  ap.add_argument('--compare', action='store_true',
-                  help='also run the PyTorch peer (benchmarks/torch_transformer_lm.py), '
-                       'interleaved; needs torch')
-  ap.add_argument('--only', default='', help='with --compare: comma list of float32, bfloat16, '
-                                             'generate')
+                  help='greedy decoding instead of training')
+  ap.add_argument('--batch', default='1,8', help='with --generate: comma list of batch sizes')
+  ap.add_argument('--prompt', type=int, default=PROMPT, help='with --generate: prompt tokens')
+  ap.add_argument('--new', type=int, default=NEW, help='with --generate: new tokens')
+  ap.add_argument('--json', action='store_true',
+                  help='one JSON line per measurement on stdout, nothing else')
   args = ap.parse_args(argv)
-  if args.compare:
-    compare(args)
-  elif args.generate:
-    for row in bench_generate(args):
-      print(json.dumps(row))
+  try:
+    args.batch = [int(b) for b in args.batch.split(',') if b]
+  except ValueError:
+    ap.error(f'--batch: a comma list of integers, got {args.batch!r}')
+  if args.generate:
+    rows = bench_generate(args)
   else:
-    print(json.dumps(bench_train(args)))
+    row = bench_train(args)
+    rows = [dict(row, peak_rss_mb=round(peak_rss_mb(), 1),
+                 loadavg=[round(x, 2) for x in os.getloadavg()])]
+  for row in rows:
+    print(json.dumps(row) if args.json else describe(row), flush=True)
 
 
 if __name__ == '__main__':

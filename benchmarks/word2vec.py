@@ -55,7 +55,6 @@ def run_lmjax(train: str, seed: int, epochs: int, method: str, overrides: list) 
   import tempfile
 
   import jax
-  import numpy as np
   from lmjax import cli, config_base
   from lmjax import steps as lmjax_steps
   cli.keep_freed_host_memory()  # as lmjax.main does on CPU

@@ -34,12 +34,22 @@ Planned here (2 CPU cores, XLA CPU memory analysis; a TPU compile schedules memo
   remat 5.32e16). Compile 25-36 s, 1.1 GB RSS. On 64 devices: params 482 MiB + state 965 MiB,
   temps 27.2 GiB, args + temps 28.6 GiB, 1.01e15 FLOPs per device, compile 12 s.
 
-Variants: '1b' (default), '8b', 'tiny' (d 64, 2 layers, synthetic data; seconds; for the tests).
+Variants: '1b' (default), '8b', 'tiny' (d 64, 2 layers, synthetic data; seconds; for the tests),
+'bench': the CPU benchmark model of benchmarks/transformer_lm.py and its PyTorch peer
+benchmarks/torch_transformer_lm.py (benchmarks/README.md, "Decoder-only Transformer"): d_model
+512, 6 layers, 8 heads, d_ff 2048, vocabulary 8192, learned positions, tied embeddings,
+pre-LayerNorm, tanh-GELU, no dropout, float32 (--config.model.dtype=bfloat16: bf16 matmuls with
+f32 accumulation), scanned layers, no remat; sequence 256, batch 8; AdamW lr 3e-4 constant, b2
+0.95, eps 1e-8, weight decay 0.1 off biases and LayerNorm, no gradient clipping (as the peer).
+The benchmark passes config.data.vocab_size (8192) to lmjax.steps.prepare, so no data is read
+(lmjax.main would train it on the synthetic source, whose word vocabulary sets the size).
+
+  PYTHONPATH=. python benchmarks/transformer_lm.py                  # times this config's step
 """
 
 from lmjax import config_base
 
-VARIANTS = ('1b', '8b', 'tiny')
+VARIANTS = ('1b', '8b', 'tiny', 'bench')
 
 #         d_model, layers, heads, d_ff, batch, steps, lr, warmup
 SIZES = {'1b': (2048, 16, 16, 8192, 256, 40_000, 3e-4, 2000),
@@ -50,6 +60,8 @@ def get_config(arg: str = '1b'):
   arg = arg or '1b'
   if arg not in VARIANTS:
     raise ValueError(f'unknown variant {arg!r} {VARIANTS}')
+  if arg == 'bench':
+    return bench_config()
   d, layers, heads, d_ff, batch, steps, lr, warmup = SIZES['1b' if arg == 'tiny' else arg]
   c = config_base.base_config()
   c.seq_len = 2048
@@ -81,4 +93,22 @@ def get_config(arg: str = '1b'):
     c.data.update(source='synthetic', name='', tokenizer='word', vocab_size=512,
                   eval_split='validation', synthetic_lines=2000, synthetic_eval_lines=200)
     c.optimizer.update(learning_rate=1e-3, warmup_steps=2)
+  return c
+
+
+def bench_config():
+  """The benchmark model (benchmarks/README.md): the PyTorch peer's shapes and optimizer."""
+  c = config_base.base_config()
+  c.seq_len = 256
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_train_steps = 1000
+  c.model.update(d_model=512, num_heads=8, num_layers=6, d_ff=2048, max_len=256,
+                 dropout_rate=0.0, attention_dropout_rate=0.0, position='learned',
+                 tie_embeddings=True, scan_layers=True, remat='none', dtype='float32')
+  c.data.update(source='synthetic', tokenizer='word', vocab_size=8192)
+  c.optimizer.update(name='adamw', learning_rate=3e-4, warmup_steps=0, schedule='constant',
+                     b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip_norm=0.0)
+  c.mesh.update(data=1, fsdp=1, tensor=1)
+  c.sample.num_samples = 0
   return c

@@ -242,13 +242,13 @@ BAD_EXPERIMENTS = [  # script, args, the error line (exactly)
     ('tpu_vm.py', [*TPU, '--config=experiments/nope.py'],
      f'--config=experiments/nope.py: no such file in {ROOT}'),
     ('tpu_vm.py', [*TPU, '--config=experiments/decoder_lm.py:70b'],
-     "--config=experiments/decoder_lm.py:70b: unknown variant '70b' ('1b', '8b', 'tiny')"),
+     "--config=experiments/decoder_lm.py:70b: unknown variant '70b' ('1b', '8b', 'tiny', 'bench')"),
     # v5p-64 is 32 chips; an 8-way FSDP mesh does not fill it.
     ('tpu_vm.py', [*TPU, f'--config={CONFIG}', '--config.mesh.fsdp=8'],
      "config.mesh {'data': 1, 'fsdp': 8, 'tensor': 1} needs 8 devices but 32 are available "
      '(--accelerator=v5p-64: 32 chips)'),
     ('gke.py', [*GKE_TPU, '--config=experiments/decoder_lm.py:70b'],
-     "--config=experiments/decoder_lm.py:70b: unknown variant '70b' ('1b', '8b', 'tiny')"),
+     "--config=experiments/decoder_lm.py:70b: unknown variant '70b' ('1b', '8b', 'tiny', 'bench')"),
     # 3 nodes x 8 GPUs = 24 devices: FSDP over 24 does not divide the batch of 256.
     ('gke.py', [*GKE_GPU, f'--config={CONFIG}'],
      'config.batch_size=256 is not divisible by the data-parallel size 24 (mesh data=1 x '
