@@ -7,15 +7,18 @@ directory made for this session serves the repeats (measured here, under load: t
 8-step synthetic_lm.py:tiny run on 8 devices took 54 s, its loop 35 s; again with the cache,
 28 s and 10 s). The executables are the ones XLA compiled for the same program, so results are
 bitwise those of a fresh compile; the directory is removed at exit. Set
-JAX_COMPILATION_CACHE_DIR to keep one across sessions.
+JAX_COMPILATION_CACHE_DIR to keep one across sessions. Every test process, this one and the
+children (cli_checks.xla_flags), compiles with cli_checks.XLA_TEST_FLAGS.
 """
 import atexit
 import os
 import shutil
 import tempfile
 
+from cli_checks import XLA_TEST_FLAGS  # (imports no jax)
+
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8 " + XLA_TEST_FLAGS).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache = tempfile.mkdtemp(prefix="lmjax-tests-xla-cache-")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lmjax import sweep_report, sweeps
-from cli_checks import one_line_error
+from cli_checks import one_line_error, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, 'experiments', 'ablations', 'tiny.py')
@@ -26,7 +26,7 @@ TINY = os.path.join(REPO, 'experiments', 'ablations', 'tiny.py')
 
 def _env():
   return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-              XLA_FLAGS='--xla_force_host_platform_device_count=1')
+              XLA_FLAGS=xla_flags(1))
 
 
 def _ablate(*args, timeout=600):

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from cli_checks import listing, one_line_error, user_error
+from cli_checks import listing, one_line_error, user_error, xla_flags
 from lmjax import average, checkpoint, config_base, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def saved_meta(workdir, step):
 
 
 def cli(*args):
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(), JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', 'lmjax.average', *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=240)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lmjax.data import tokenizers
-from cli_checks import listing, one_line_error
+from cli_checks import listing, one_line_error, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'experiments/synthetic_lm.py:tiny'
@@ -18,7 +18,7 @@ FAST = ['--config.num_train_steps=4', '--config.log_every=2', '--config.eval_eve
 
 
 def run(module, *args, timeout=180):
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(), JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

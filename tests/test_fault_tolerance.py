@@ -23,7 +23,7 @@ from lmjax import checkpoint, cli, config_base, preemption, steps, train
 from lmjax.data import lm as lm_data
 from lmjax.data import tokenizers
 from lmjax.errors import UserError
-from cli_checks import free_port, listing, one_line_error
+from cli_checks import free_port, listing, one_line_error, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'experiments/synthetic_lm.py:tiny'
@@ -37,7 +37,7 @@ MESH_222 = ['--config.mesh.data=2', '--config.mesh.fsdp=2', '--config.mesh.tenso
 
 def env():
   return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-              XLA_FLAGS='--xla_force_host_platform_device_count=8')
+              XLA_FLAGS=xla_flags(8))
 
 
 def main_cmd(workdir, *extra):
@@ -360,7 +360,7 @@ print(preemption.agree_to_stop(me == 1), preemption.agree_to_stop(False),
 def test_agree_to_stop_two_processes():
   """Only process 1 got SIGTERM: both processes must decide to stop at the same step."""
   addr = f'127.0.0.1:{free_port()}'
-  e = dict(env(), XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  e = dict(env(), XLA_FLAGS=xla_flags(1))
   procs = [subprocess.Popen([sys.executable, '-c', AGREE, addr, str(i)], cwd=REPO, env=e,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
            for i in range(2)]

@@ -13,6 +13,7 @@ import pytest
 from lmjax import checkpoint, config_base, train
 from lmjax.data import synthetic
 from lmjax.models import rnn
+from cli_checks import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = 'the'  # mid-sentence: the continuation is words, not an immediate end of line
@@ -36,7 +37,7 @@ def rnn_workdir(tmp_path_factory):
 
 
 def _generate(wd, *args):
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(), JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-m', 'lmjax.generate', f'--workdir={wd}', *args],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
   assert proc.returncode == 0, proc.stderr[-3000:]

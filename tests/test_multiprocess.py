@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from cli_checks import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ['--config=experiments/synthetic_lm.py:tiny', '--config.num_train_steps=6',
         '--config.log_every=1', '--config.eval_every=6', '--config.checkpoint.every=6',
@@ -27,7 +29,7 @@ def test_two_processes_match_one(tmp_path):
   assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
   single = subprocess.run(
       [sys.executable, '-m', 'lmjax.main', *ARGS, f'--workdir={tmp_path / "single"}'],
-      cwd=REPO, env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=8'),
+      cwd=REPO, env=dict(env, XLA_FLAGS=xla_flags(8)),
       capture_output=True, text=True, timeout=300)
   assert single.returncode == 0, single.stderr[-3000:]
   (ml, me), (sl, se) = losses(tmp_path / 'multi'), losses(tmp_path / 'single')

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+from cli_checks import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(workdir, *args):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=1')
+             XLA_FLAGS=xla_flags(1))
   return subprocess.run([sys.executable, '-m', 'lmjax.main',
                          '--config=experiments/synthetic_lm.py:tiny', f'--workdir={workdir}',
                          '--config.mesh.data=1', '--config.num_train_steps=1',

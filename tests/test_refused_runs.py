@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from cli_checks import listing, one_line_error
+from cli_checks import listing, one_line_error, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = '--config=experiments/synthetic_lm.py:tiny'
@@ -18,7 +18,7 @@ TINY = '--config=experiments/synthetic_lm.py:tiny'
 
 def env():
   return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-              XLA_FLAGS='--xla_force_host_platform_device_count=8')
+              XLA_FLAGS=xla_flags(8))
 
 
 def run_all(cases: dict, workdir_of) -> dict:

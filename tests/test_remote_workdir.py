@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from lmjax import cli, paths
-from cli_checks import free_port, one_line_error, user_error
+from cli_checks import free_port, one_line_error, user_error, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = 'lmjax-test'
@@ -53,7 +53,7 @@ def emulator_env():
 
 def _env(extra):
   return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-              XLA_FLAGS='--xla_force_host_platform_device_count=2', **extra)
+              XLA_FLAGS=xla_flags(2), **extra)
 
 
 def _run(module, args, emulator_env, cwd):

@@ -5,13 +5,14 @@ import subprocess
 import sys
 
 from lmjax.data import synthetic
+from cli_checks import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(workdir, *args):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=1')
+             XLA_FLAGS=xla_flags(1))
   return subprocess.run([sys.executable, '-m', 'lmjax.main',
                          '--config=experiments/synthetic_lm.py:tiny', f'--workdir={workdir}',
                          '--config.data.source=text', '--config.mesh.data=1',

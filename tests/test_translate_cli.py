@@ -8,14 +8,14 @@ import sys
 import pytest
 
 from lmjax.data import synthetic, tokenizers
-from cli_checks import listing, one_line_error
+from cli_checks import listing, one_line_error, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'experiments/synthetic_translation.py:tiny'
 
 
 def run(module, *args, stdin=None, timeout=300):
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(), JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env, input=stdin,
                         capture_output=True, text=True, timeout=timeout)
 
@@ -83,7 +83,7 @@ def test_checkpoint_whose_vocabulary_does_not_match_the_tokenizer(trained, tmp_p
 
 
 def run_bytes(module, *args, stdin: bytes):
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(), JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env, input=stdin,
                         capture_output=True, timeout=300)
 
