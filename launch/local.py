@@ -56,7 +56,7 @@ def free_port() -> int:
 def process_env(devices: int, base: dict | None = None) -> dict:
   env = dict(os.environ if base is None else base)
   flags = re.sub(r'--xla_force_host_platform_device_count=\S+', '', env.get('XLA_FLAGS', ''))
-  env['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={devices}'.strip()
+  env['XLA_FLAGS'] = ' '.join([*flags.split(), f'--xla_force_host_platform_device_count={devices}'])
   env['JAX_PLATFORMS'] = 'cpu'
   # lmjax importable from this checkout even when it is not pip-installed.
   env['PYTHONPATH'] = os.pathsep.join(

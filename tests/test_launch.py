@@ -158,13 +158,17 @@ def test_slurm_script_gives_each_task_its_rank(tmp_path):
 def test_local_dry_run():
   r = launch('local.py', '--num_processes=2', '--devices_per_process=4', '--port=4321',
              '--dry-run', '--', '--config=experiments/synthetic_lm.py:tiny', '--workdir=/tmp/w',
-             '--config.seed=3')
+             '--config.seed=3',
+             # the caller's other XLA flags are kept, its device count replaced
+             env=dict(os.environ, XLA_FLAGS='--xla_cpu_enable_fast_math=false '
+                      '--xla_force_host_platform_device_count=8'))
   assert r.returncode == 0, r.stderr
   lines = r.stdout.splitlines()
   assert len(lines) == 2
   for i, line in enumerate(lines):
     args = shlex.split(line)
-    assert 'XLA_FLAGS=--xla_force_host_platform_device_count=4' in args
+    assert ('XLA_FLAGS=--xla_cpu_enable_fast_math=false '
+            '--xla_force_host_platform_device_count=4') in args, args
     assert 'JAX_PLATFORMS=cpu' in args
     assert args[args.index('-m') + 1:] == [
         'lmjax.main', '--config=experiments/synthetic_lm.py:tiny', '--workdir=/tmp/w',
