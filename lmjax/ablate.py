@@ -335,7 +335,8 @@ def reuse(runs: list, sweep: sweeps.Sweep, sets: dict, places: list, flag: str,
       continue
     shutil.copytree(match, run.workdir, ignore=shutil.ignore_patterns(sweeps.RECORD))
     run.write_record({'command': list(run.command), 'status': 'done', 'reused_from': match,
-                      'wall_s': sweeps.read_record(match).get('wall_s'), 'segments': 0, 'returncode': 0,
+                      'wall_s': sweeps.read_record(match).get('wall_s'), 'segments': 0,
+                      'returncode': 0,
                       'error': ''})
     say(f'reused {run.name}: copied {match} (its saved config is this run\'s)')
     reused.append(run)
