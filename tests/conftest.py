@@ -17,8 +17,12 @@ import tempfile
 
 from cli_checks import XLA_TEST_FLAGS  # (imports no jax)
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8 " + XLA_TEST_FLAGS).strip()
+# (xdist workers inherit the controller's environment: each flag is added once)
+_flags = os.environ.get("XLA_FLAGS", "").split()
+for _flag in ("--xla_force_host_platform_device_count=8", XLA_TEST_FLAGS):
+  if _flag not in _flags:
+    _flags.append(_flag)
+os.environ["XLA_FLAGS"] = " ".join(_flags)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache = tempfile.mkdtemp(prefix="lmjax-tests-xla-cache-")
