@@ -9,7 +9,10 @@ thing each, scaled from the paper's base (d_model 512, 8 heads, 6 layers, d_ff 2
   (C) layers 1 / 2 / 6 (per side); d_model 128 / 512; d_ff 512 / 2048
   (D) dropout 0.0 / 0.2; label smoothing 0.0 / 0.2
   (E) learned instead of sinusoidal positions
-  avg: the base run evaluated with its last 4 checkpoints averaged (every 250 steps)
+  avg: the base run evaluated with its last 4 checkpoints averaged (every 250 steps, so the
+       average spans steps 250-1000), and a second base run that checkpoints every 50 steps
+       (its own line checks that the cadence leaves training unchanged) whose last 4
+       checkpoints, steps 850-1000, are averaged as Vaswani et al. average late checkpoints
 
 Row (B) of the paper (a smaller attention key size with the value size kept) is not here:
 lmjax's attention ties the key and value sizes to d_model / heads.
@@ -36,7 +39,8 @@ from lmjax.sweeps import Metric, Row, Sweep
 def get_sweep(arg: str = ''):
   if arg not in ('', '3seeds'):
     raise ValueError(f'unknown sweep variant {arg!r} (3seeds)')
-  rows = [Row('base', {}, 'base', average_last=4)]
+  rows = [Row('base', {}, 'base', average_last=4),
+          Row('ckpt_every50', {'checkpoint.every': 50}, 'base', average_last=4)]
   rows += [Row(f'heads={h}', {'model.num_heads': h}, '(A)') for h in (1, 2, 8, 16)]
   rows += [Row(f'layers={n}', {'model.num_encoder_layers': n, 'model.num_decoder_layers': n},
                '(C)') for n in (1, 2, 6)]
