@@ -103,47 +103,10 @@ def peak_memory_gib() -> float | None:
 # --- the trainer's own step on a fixed random batch --------------------------------------------
 
 
-class TrainerStep:
-  """lmjax.steps.prepare's jitted train step (donated state) on a fixed random batch made from
-  the task's batch spec: benchmarks/lstm_lm.py's Trainer for any LM config."""
-
-  def __init__(self, config, vocab_size: int):
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from lmjax import steps as lmjax_steps
-    config.mesh.update(data=1, fsdp=1, tensor=1)
-    run = lmjax_steps.prepare(config, None, devices=jax.devices()[:1], vocab_size=vocab_size)
-    b, t = run.batch_spec['inputs'].shape
-    self.tokens_per_step = b * t
-    data = np.random.default_rng(0).integers(0, vocab_size, size=(b, t + 1)).astype(np.int32)
-    batch = {}
-    for k, s in run.batch_spec.items():
-      if k in ('inputs', 'targets'):
-        batch[k] = data[:, :-1] if k == 'inputs' else data[:, 1:]
-      elif k in ('weights', 'reset'):
-        batch[k] = (np.ones if k == 'weights' else np.zeros)(s.shape, s.dtype)
-      else:
-        raise StageError(f'batch key {k!r} of task {config.task!r}: no random fill for it')
-    self.batch = run.put(batch)
-    self.state = run.init(config.seed)
-    # Distinct buffers (init_carry shares one zeros array between layers): the state is donated.
-    self.state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
-    self.num_params = sum(x.size for x in jax.tree.leaves(self.state['params']))
-    t0 = time.perf_counter()
-    with run.context():
-      self.step = run.p_train.lower(self.state, self.batch).compile()
-    self.compile_s = time.perf_counter() - t0
-    cost = self.step.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    self.xla_flops = float(cost.get('flops', 0.0)) if cost else 0.0
-    self.loss = self.run(2)  # warm-up
-
-  def run(self, steps: int) -> float:
-    out = None
-    for _ in range(steps):
-      self.state, out = self.step(self.state, self.batch)
-    return float(out['loss'])  # blocks
+def TrainerStep(config, vocab_size: int):
+  """benchmarks/transformer_lm.py's TrainStep: the trainer's own step on a random batch."""
+  from transformer_lm import TrainStep  # this script's directory is on sys.path
+  return TrainStep(config, vocab_size)
 
 
 def time_steps(trainer, steps: int, repeats: int) -> dict:
@@ -361,7 +324,7 @@ def cudnn_lm_step(shape: dict, cudnn: bool):
 
 
 class CudnnTrainer:
-  """cudnn_lm_step compiled, warmed up, with TrainerStep's run()."""
+  """cudnn_lm_step compiled, warmed up, with TrainStep's run()."""
 
   def __init__(self, shape: dict, cudnn: bool):
     step, self.state, self.batch = cudnn_lm_step(shape, cudnn)
@@ -371,7 +334,9 @@ class CudnnTrainer:
     self.compile_s = time.perf_counter() - t0
     self.loss = self.run(2)
 
-  run = TrainerStep.run
+  def run(self, steps: int) -> float:
+    from transformer_lm import TrainStep
+    return TrainStep.run(self, steps)
 
 
 def stage_lstm(rec: dict, args, save) -> None:

@@ -34,15 +34,9 @@ import json
 import os
 import statistics
 import sys
-import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 from lmjax import cli, config_base
-from lmjax import steps as lmjax_steps
-from transformer_lm import peak_rss_mb, time_runs  # this script's directory is on sys.path
+from transformer_lm import TrainStep, peak_rss_mb, time_runs  # this script's directory is on sys.path
 
 VOCAB = 10000
 DTYPES = ('float32', 'bfloat16')
@@ -56,41 +50,13 @@ def experiment_config(dtype: str = 'float32', fast_backward: bool = True,
   return c
 
 
-class Trainer:
-  """The trainer's own jitted train step (lmjax.steps, donated state) on a fixed random
-  [batch, bptt] batch."""
+class Trainer(TrainStep):
+  """TrainStep of the PTB LSTM config, [batch, bptt] tokens a step."""
 
   def __init__(self, dtype='float32', fast_backward=True, variant='medium', vocab=VOCAB):
-    c = experiment_config(dtype, fast_backward, variant)
-    self.name = f'lmjax {dtype}' + ('' if fast_backward else ' autodiff-backward')
-    b, t = c.batch_size, c.seq_len
-    self.tokens_per_step = b * t
     # The epoch length only sets the lr schedule's values; the shapes need no data.
-    c.mesh.update(data=1, fsdp=1, tensor=1)
-    run = lmjax_steps.prepare(c, None, devices=jax.devices()[:1], vocab_size=vocab)
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, vocab, size=(b, t + 1)).astype(np.int32)
-    self.batch = run.put({'inputs': data[:, :-1], 'targets': data[:, 1:],
-                          'weights': np.ones((b, t), np.float32),
-                          'reset': np.zeros((), np.int32)})
-    self.state = run.init(c.seed)
-    # Distinct buffers (init_carry shares one zeros array between layers): the state is donated.
-    self.state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
-    self.num_params = sum(x.size for x in jax.tree.leaves(self.state['params']))
-    t0 = time.perf_counter()
-    with run.context():
-      self.step = run.p_train.lower(self.state, self.batch).compile()
-    self.compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    self.run(1)
-    self.first_step_s = time.perf_counter() - t0
-    self.loss = self.run(1)  # warm-up: two steps in all
-
-  def run(self, steps: int) -> float:
-    out = None
-    for _ in range(steps):
-      self.state, out = self.step(self.state, self.batch)
-    return float(out['loss'])  # blocks
+    super().__init__(experiment_config(dtype, fast_backward, variant), vocab)
+    self.name = f'lmjax {dtype}' + ('' if fast_backward else ' autodiff-backward')
 
 
 def json_line(tr: Trainer, args, kept: bool) -> None:

@@ -106,22 +106,29 @@ def xla_flops(compiled) -> float:
   return float(cost.get('flops', 0.0)) if cost else 0.0
 
 
-class Trainer:
-  """The trainer's own jitted train step (lmjax.steps.prepare, donated state) on a fixed
-  random [batch, seq_len] batch."""
+class TrainStep:
+  """The trainer's own jitted train step (lmjax.steps.prepare, donated state) on a fixed random
+  batch made from the task's batch spec, compiled ahead of time and warmed up by two steps."""
 
-  def __init__(self, config):
-    c = config
-    vocab, b, t = int(c.data.vocab_size), c.batch_size, c.seq_len
-    self.tokens_per_step = b * t
+  def __init__(self, config, vocab_size: int):
+    config.mesh.update(data=1, fsdp=1, tensor=1)
     # The step count only sets the lr schedule's values; the shapes need no data.
-    run = lmjax_steps.prepare(c, None, devices=jax.devices()[:1], vocab_size=vocab)
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, vocab, size=(b, t + 1)).astype(np.int32)
-    self.batch = run.put({'inputs': data[:, :-1], 'targets': data[:, 1:],
-                          'weights': np.ones((b, t), np.float32)})
-    self.state = run.init(c.seed)
-    # Distinct buffers: the state is donated.
+    run = lmjax_steps.prepare(config, None, devices=jax.devices()[:1], vocab_size=vocab_size)
+    b, t = run.batch_spec['inputs'].shape
+    self.tokens_per_step = b * t
+    data = np.random.default_rng(0).integers(0, vocab_size, size=(b, t + 1)).astype(np.int32)
+    fill = {'inputs': data[:, :-1], 'targets': data[:, 1:]}
+    batch = {}
+    for k, s in run.batch_spec.items():
+      if k in fill:
+        batch[k] = fill[k]
+      elif k in ('weights', 'reset'):
+        batch[k] = (np.ones if k == 'weights' else np.zeros)(s.shape, s.dtype)
+      else:
+        raise ValueError(f'batch key {k!r} of task {config.task!r}: no random fill for it')
+    self.batch = run.put(batch)
+    self.state = run.init(config.seed)
+    # Distinct buffers (init_carry shares one zeros array between layers): the state is donated.
     self.state = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state['params']))
     t0 = time.perf_counter()
@@ -129,7 +136,6 @@ class Trainer:
       self.step = run.p_train.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
     self.xla_flops = xla_flops(self.step)
-    self.flops = analytic_flops_per_token(c.model, vocab, t) * self.tokens_per_step
     t0 = time.perf_counter()
     self.run(1)
     self.first_step_s = time.perf_counter() - t0
@@ -140,6 +146,15 @@ class Trainer:
     for _ in range(steps):
       self.state, out = self.step(self.state, self.batch)
     return float(out['loss'])  # blocks
+
+
+class Trainer(TrainStep):
+  """TrainStep of a decoder-only config, with the analytic FLOPs of one step."""
+
+  def __init__(self, config):
+    super().__init__(config, int(config.data.vocab_size))
+    self.flops = analytic_flops_per_token(config.model, int(config.data.vocab_size),
+                                          config.seq_len) * self.tokens_per_step
 
 
 class Generator:
