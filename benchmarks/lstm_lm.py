@@ -14,7 +14,8 @@ fixed random token batch.
   PYTHONPATH=. python benchmarks/lstm_lm.py --peer               # and the PyTorch peer
                                                                  # (benchmarks/torch_lstm_lm.py),
                                                                  # interleaved in one process
-  PYTHONPATH=. python benchmarks/compare.py --cases=lstm_fp32,lstm_bf16   # separate processes
+  PYTHONPATH=. python benchmarks/lstm_lm.py --variant gru_medium # the GRU at the same sizes
+  PYTHONPATH=. python benchmarks/compare.py --cases=lstm_fp32,lstm_bf16,gru_fp32   # processes
 
 --dtype bfloat16 is config.model.dtype='bfloat16': bf16 matmul operands with f32 accumulation
 (input, recurrent and output projections); parameters, carries and the cell's elementwise work
@@ -30,6 +31,7 @@ all see the same load.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -112,7 +114,9 @@ def main(argv=None):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import torch_lstm_lm as peer
     import torch
-    pt = peer.Trainer(peer.TINY if args.variant == 'tiny' else peer.MEDIUM)
+    cell, _, size = args.variant.rpartition('_')
+    pt = peer.Trainer(dataclasses.replace(peer.TINY if size == 'tiny' else peer.MEDIUM,
+                                          cell=cell or 'lstm'))
     pt.name = f'torch {torch.__version__} float32 (threads {torch.get_num_threads()})'
     runners.append(pt)
 

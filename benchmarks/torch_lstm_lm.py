@@ -4,13 +4,15 @@ Embedding(10000, 650) -> dropout 0.5 -> nn.LSTM(650, 650, 2 layers, dropout 0.5;
 -> dropout 0.5 -> Linear(650, 10000); bptt 35, batch 20; uniform(±0.05) init; the NLL summed over
 the window's time steps and averaged over the batch (lmjax's loss_normalization='sequences');
 SGD lr 1, clip_grad_norm 5; the hidden state carried between windows and detached (truncated
-BPTT). fp32.
+BPTT). fp32. --cell gru swaps nn.LSTM for nn.GRU (the peer of ptb_lstm.py:gru_medium; the
+reset gate applied after the recurrent matmul, as lmjax's GRU does).
 
 Needs torch (an optional benchmark dependency, not in setup.cfg):
   pip install torch==2.13.0+cpu   # or torch==2.13.0 where it has no CUDA dependencies
 
   python benchmarks/torch_lstm_lm.py [--json]
   python benchmarks/torch_lstm_lm.py --tiny --json   # ptb_lstm.py:tiny's sizes, vocabulary 512
+  python benchmarks/torch_lstm_lm.py --cell gru      # nn.GRU at the same sizes
 
 --json prints one JSON line (tokens_per_s, first_step_s, peak_rss_mb: ru_maxrss; compile_s is
 null, nothing compiles in eager mode) on stdout and nothing else: benchmarks/compare.py runs it
@@ -44,6 +46,7 @@ class Dims:
   batch: int = 20
   dropout: float = 0.5
   init_scale: float = 0.05
+  cell: str = 'lstm'  # or 'gru'
 
 
 MEDIUM = Dims()
@@ -60,8 +63,8 @@ class LSTMLM(nn.Module):
     super().__init__()
     self.emb = nn.Embedding(dims.vocab, dims.units)
     self.drop = nn.Dropout(dims.dropout)
-    self.rnn = nn.LSTM(dims.units, dims.units, dims.layers, dropout=dims.dropout,
-                       batch_first=True)
+    rnn = {'lstm': nn.LSTM, 'gru': nn.GRU}[dims.cell]
+    self.rnn = rnn(dims.units, dims.units, dims.layers, dropout=dims.dropout, batch_first=True)
     self.out = nn.Linear(dims.units, dims.vocab)
     for p in self.parameters():
       nn.init.uniform_(p, -dims.init_scale, dims.init_scale)
@@ -82,8 +85,8 @@ class Trainer:
     batch, seq, self.vocab = dims.batch, dims.bptt, dims.vocab
     data = torch.randint(0, self.vocab, (batch, seq + 1))
     self.inputs, self.targets = data[:, :-1], data[:, 1:]
-    self.hidden = (torch.zeros(dims.layers, batch, dims.units),
-                   torch.zeros(dims.layers, batch, dims.units))
+    zeros = lambda: torch.zeros(dims.layers, batch, dims.units)
+    self.hidden = (zeros(), zeros()) if dims.cell == 'lstm' else zeros()
     self.batch = batch
     self.tokens_per_step = batch * seq
     t0 = time.perf_counter()
@@ -94,7 +97,9 @@ class Trainer:
   def run(self, steps):
     loss = None
     for _ in range(steps):
-      hidden = tuple(h.detach() for h in self.hidden)  # truncated BPTT boundary
+      # truncated BPTT boundary
+      hidden = (tuple(h.detach() for h in self.hidden) if isinstance(self.hidden, tuple)
+                else self.hidden.detach())
       logits, self.hidden = self.model(self.inputs, hidden)
       loss = F.cross_entropy(logits.view(-1, self.vocab), self.targets.reshape(-1),
                              reduction='sum') / self.batch
@@ -111,10 +116,11 @@ def main(argv=None):
   ap.add_argument('--repeats', type=int, default=5)
   ap.add_argument('--tiny', action='store_true',
                   help='ptb_lstm.py:tiny\'s sizes, vocabulary 512 (seconds; compare.py --dry-run)')
+  ap.add_argument('--cell', choices=('lstm', 'gru'), default='lstm')
   ap.add_argument('--json', action='store_true',
                   help='one JSON line on stdout with the standard keys, nothing else')
   args = ap.parse_args(argv)
-  dims = TINY if args.tiny else MEDIUM
+  dims = dataclasses.replace(TINY if args.tiny else MEDIUM, cell=args.cell)
   tr = Trainer(dims)
   times = []
   for _ in range(args.repeats):
@@ -122,7 +128,7 @@ def main(argv=None):
     tr.run(args.steps)
     times.append((time.perf_counter() - t0) / args.steps)
   step = statistics.median(times)
-  row = {'impl': 'torch', 'dtype': 'float32', 'torch': torch.__version__,
+  row = {'impl': 'torch', 'cell': args.cell, 'dtype': 'float32', 'torch': torch.__version__,
          'threads': torch.get_num_threads(), 'step_s': round(step, 4),
          'tokens_per_s': round(tr.tokens_per_step / step, 1),
          'tokens_per_s_all': [round(tr.tokens_per_step / t, 1) for t in times]}
