@@ -103,6 +103,29 @@ class MetricWriter:
       self._tb.close()
 
 
+_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                   '/jax/core/compile/backend_compile_duration')
+_compile_total = None  # seconds spent tracing, lowering and compiling, once listening
+
+
+def compile_seconds() -> float:
+  """Seconds this process has spent tracing, lowering and compiling jitted functions since the
+  first call (jax.monitoring's compile events; one listener for the process)."""
+  global _compile_total
+  if _compile_total is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    def listen(event: str, seconds: float, **_) -> None:
+      global _compile_total
+      if event in _COMPILE_EVENTS:
+        _compile_total += seconds
+
+    _compile_total = 0.0
+    jax.monitoring.register_event_duration_secs_listener(listen)
+  return _compile_total
+
+
 def bleu_report(hypotheses: list[str], references: list[str], tokenize: str = '13a') -> dict:
   """Corpus BLEU and chrF of detokenized hypotheses against one raw reference each.
 

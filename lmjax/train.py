@@ -124,13 +124,24 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   step, total = int(state['step']), task.num_steps
   step_start = step
   pending, t_last, step_last, t_start = [], time.time(), step, time.time()
+  first_tokens = 0.0  # the first step's tokens, outside the first throughput window
   report, preempted, skipped_total = None, False, 0
   watch = preemption.StopWatch(ck.stop_check_every)
+  compiled_before = metrics.compile_seconds()
   try:
     with run.context():
       while step < total:
         state, out = run.p_train(state, run.put(next(train_iter)))
         step += 1
+        if step == step_start + 1:  # what the first step costs, and how much of it compiles
+          jax.block_until_ready(out)
+          first_s = time.time() - t_start
+          compile_s = metrics.compile_seconds() - compiled_before
+          _say(f'first step {first_s:.1f}s, of which compiling {compile_s:.1f}s '
+               f'({100 * compile_s / max(first_s, 1e-9):.0f}%)')
+          if step < total:  # tokens/s and eta count steps after the first, not the compile
+            t_last, step_last = time.time(), step
+            first_tokens = float(out['tokens']) if bool(out['finite']) else 0.0
         pending.append(out)
         log_now = step % config.log_every == 0 or step == total
         eval_now = step % eval_every == 0 or step == total
@@ -153,8 +164,9 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
           now = time.time()
           good = [o for o in fetched if o['finite']]
           loss = float(np.mean([o['loss'] for o in good])) if good else float('nan')
-          tokens = float(np.sum([o['tokens'] for o in good]))
+          tokens = float(np.sum([o['tokens'] for o in good])) - first_tokens
           tps = tokens / max(now - t_last, 1e-9)
+          first_tokens = 0.0
           eta = (total - step) * (now - t_last) / max(step - step_last, 1)
           scal = {'loss': loss, 'lr': float(fetched[-1]['lr']),
                   'grad_norm': float(fetched[-1]['grad_norm']), 'tokens_per_sec': tps}

@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -116,6 +117,12 @@ def test_short_run_learns_the_synthetic_grammar(tmp_path, capsys):
   assert report['tokens'] == sum(len(l.split()) + 1 for l in eval_lines)
   out = capsys.readouterr().out
   assert 'tokens/s' in out and 'sample:' in out
+  # The first step's cost and its compile share, from jax.monitoring's compile events: this
+  # run's steps are jitted afresh, so compiling is part of the first step, and never more.
+  first = re.findall(r'first step ([0-9.]+)s, of which compiling ([0-9.]+)s \(([0-9]+)%\)', out)
+  assert len(first) == 1, out
+  first_s, compile_s, share = map(float, first[0])
+  assert 0.0 < compile_s <= first_s and 0 < share <= 100, first  # (one-decimal seconds)
   # The backend's defaults, said once (in-process: no entry point chose a malloc setting).
   assert out.count('backend cpu') == 1
   assert ('backend cpu: hand-written backward passes on (model.custom_vjp=auto, on for CPU '
