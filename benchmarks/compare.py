@@ -16,6 +16,13 @@ Default cases (the PyTorch peers, benchmarks/torch_*.py):
   decode_b8    the same at batch 8
   lstm_fp32    lstm_lm.py (experiments/ptb_lstm.py:medium) float32 vs torch_lstm_lm.py
   lstm_bf16    lstm_lm.py --dtype bfloat16 vs torch_lstm_lm.py (float32)
+  gru_fp32     lstm_lm.py --variant gru_medium (the same sizes) vs torch_lstm_lm.py --cell gru
+  mt_train_fp32  translation.py --step (experiments/multi30k_transformer.py:small, the trainer's
+               step on a random [32, 64] batch, target tokens/s) vs torch_translation.py
+  mt_beam4     translation.py --beam: beam 4, batch 100, random-init parameters, the 1,000
+               test_2016_flickr.en sources (benchmarks/mt_sources.py: the same token ids on both
+               sides), sentences/s, vs torch_translation.py --beam (transformers MarianMTModel
+               .generate(num_beams=4) at the same sizes); at most 2 repeats per process
 Opt-in cases (--cases=NAME,... or --cases=all), with their own drivers' child processes:
   encoder_finetune, encoder_embed   benchmarks/encoder.py (needs --model_dir, the `verify` extra)
   word2vec                          benchmarks/word2vec.py vs gensim (WikiText-2 in ../shared)
@@ -24,11 +31,14 @@ Opt-in cases (--cases=NAME,... or --cases=all), with their own drivers' child pr
   PYTHONPATH=. python benchmarks/compare.py --cases=train_fp32,decode_b1 --rounds 5
   PYTHONPATH=. python benchmarks/compare.py --dry-run       # every default case at tiny size, once
 
---dry-run runs each process at a tiny size (experiments/decoder_lm.py:tiny, ptb_lstm.py:tiny)
-for one round with one timed step, to check the plumbing in seconds; its numbers mean nothing.
+--dry-run runs each process at a tiny size (experiments/decoder_lm.py:tiny, ptb_lstm.py:tiny,
+multi30k_transformer.py:tiny with 8 random sources) for one round with one timed step, to check
+the plumbing in seconds; its numbers mean nothing.
+Where both sides report `params`, one line gives both counts; the peer's `params_extra` names
+each difference from lmjax's layout, and counts that differ by anything else fail the run.
 The peers need torch (`pip install torch==2.13.0+cpu`, benchmarks/README.md); without it
-(checked with --peer_python, default this interpreter) the peer columns stay empty and the
-lmjax side still runs. Exit status 1 if any process failed.
+(checked with --peer_python, default this interpreter; mt_beam4's peer also needs transformers)
+the peer columns stay empty and the lmjax side still runs. Exit status 1 if any process failed.
 """
 
 import argparse
@@ -43,6 +53,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 TINY_LM = '--config=experiments/decoder_lm.py:tiny'
 TINY_LSTM = ['--variant=tiny', '--vocab=512']
+TINY_MT = '--config=experiments/multi30k_transformer.py:tiny'
+MT_TEST = os.path.normpath(os.path.join(REPO, '..', 'shared', 'data', 'multi30k', 'raw',
+                                        'test_2016_flickr.en'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +70,14 @@ class Case:
   peer_tiny: tuple = ()
   timing: str = 'train'  # train: --steps/--repeats; generate: --repeats; '' neither
   metric: str = 'tokens_per_s'
-  peer_needs: str = 'torch'  # module the peer imports
+  peer_needs: str = 'torch'  # modules the peer imports, comma-separated
   extra: bool = False  # opt-in (not in the default list, no tiny size)
+  max_repeats: int = 0  # > 0: at most this many timed repeats per process
 
 
 TRAIN_TINY = (TINY_LM, '--no-mfu')
 DECODE_TINY = (TINY_LM, '--prompt=4', '--new=8')
+BEAM_TINY = ('--source=', '--sentences=8', '--batch_size=8')  # random lengths, one batch
 CASES = [
     Case('train_fp32', 'decoder-only train, fp32',
          ('transformer_lm.py', '--dtype=float32'), ('torch_transformer_lm.py', '--dtype=float32'),
@@ -83,6 +98,17 @@ CASES = [
     Case('lstm_bf16', 'LSTM LM (PTB medium), bf16 matmuls vs torch fp32',
          ('lstm_lm.py', '--dtype=bfloat16'), ('torch_lstm_lm.py',), tuple(TINY_LSTM),
          ('--tiny',)),
+    Case('gru_fp32', 'GRU LM (PTB medium sizes), fp32',
+         ('lstm_lm.py', '--dtype=float32', '--variant=gru_medium'),
+         ('torch_lstm_lm.py', '--cell=gru'), ('--variant=gru_tiny', '--vocab=512'),
+         ('--tiny',)),
+    Case('mt_train_fp32', 'Multi30k small Transformer train, fp32 (target tokens)',
+         ('translation.py', '--step'), ('torch_translation.py',), (TINY_MT,), ('--tiny',)),
+    Case('mt_beam4', 'Multi30k small Transformer beam 4, batch 100, random init',
+         ('translation.py', '--beam', f'--source={MT_TEST}'),
+         ('torch_translation.py', '--beam', f'--source={MT_TEST}'), (TINY_MT, *BEAM_TINY),
+         ('--tiny', *BEAM_TINY), timing='generate', metric='sentences_per_s',
+         peer_needs='torch,transformers', max_repeats=2),
     Case('encoder_finetune', 'BERT (MiniLM) fine-tuning step vs transformers',
          ('encoder.py', '--role=finetune:lmjax'), ('encoder.py', '--role=finetune:torch'),
          timing='', peer_needs='transformers', extra=True),
@@ -110,6 +136,8 @@ def command(case: Case, side: str, args) -> list:
     steps, repeats = 1, 1
   else:
     steps, repeats = args.steps, args.repeats
+  if case.max_repeats:
+    repeats = min(repeats, case.max_repeats)
   if case.timing == 'train':
     cmd += [f'--steps={steps}', f'--repeats={repeats}']
   elif case.timing == 'generate':
@@ -134,6 +162,10 @@ def run_child(cmd: list, timeout: int) -> tuple:
   return json.loads(lines[-1]), ''
 
 
+def needs(case: Case) -> list:
+  return [m for m in case.peer_needs.split(',') if m]
+
+
 def probe(python: str, module: str):
   """None if `python` cannot import module; else its version (and torch's thread count)."""
   code = f'import {module} as m; print(getattr(m, "__version__", "?"))'
@@ -150,6 +182,39 @@ def fmt(x, digits: int = 1) -> str:
 def median_of(rows: list, key: str):
   xs = [r[key] for r in rows if r and r.get(key) is not None]
   return statistics.median(xs) if xs else None
+
+
+def agreement(cases: list, results: dict) -> tuple:
+  """(note lines, failures): parameter counts and decoded lengths where both sides give them.
+
+  The peer's params_extra {what: count} names each difference from lmjax's layout; counts
+  that differ by anything else are a failure, and so are different decode lengths per batch
+  (decode_steps)."""
+  notes, failures = [], []
+  for c in cases:
+    pairs = [(a, b) for a, b in zip(results[c.name]['lmjax'], results[c.name]['peer']) if a and b]
+    with_params = [(a, b) for a, b in pairs if 'params' in a and 'params' in b]
+    for a, b in with_params:
+      extra = b.get('params_extra') or {}
+      if b['params'] != a['params'] + sum(extra.values()):
+        failures.append(f'{c.name}: parameter counts differ: lmjax {a["params"]:,}, peer '
+                        f'{b["params"]:,}, named differences {extra or "none"}')
+    if with_params:
+      a, b = with_params[0]
+      extra = b.get('params_extra') or {}
+      why = ('equal' if a['params'] == b['params'] else
+             'peer: ' + '; '.join(f'{v:+,} {k}' for k, v in extra.items()))
+      notes.append(f'Parameters, {c.name}: lmjax {a["params"]:,}, peer {b["params"]:,} ({why}).')
+    for a, b in pairs:  # the same batches and decode lengths on both sides
+      if 'decode_steps' in a and 'decode_steps' in b and a['decode_steps'] != b['decode_steps']:
+        failures.append(f'{c.name}: decode lengths per batch differ: lmjax {a["decode_steps"]}, '
+                        f'peer {b["decode_steps"]}')
+    lengths = [(a, b) for a, b in pairs if 'output_tokens_mean' in a and 'output_tokens_mean' in b]
+    if lengths:
+      a, b = lengths[0]
+      notes.append(f'Output tokens per sentence (eos included), {c.name}: lmjax '
+                   f'{a["output_tokens_mean"]}, peer {b["output_tokens_mean"]}.')
+  return notes, failures
 
 
 def table(cases: list, results: dict, loads: list, note: list) -> str:
@@ -210,13 +275,14 @@ def main(argv=None):
   rounds = 1 if args.dry_run else args.rounds
 
   note, peer_ok = [], {}
-  for module in sorted({c.peer_needs for c in cases}):
+  for module in sorted({m for c in cases for m in needs(c)}):
     got = probe(args.peer_python, module)
     peer_ok[module] = got is not None
     if got is None:
       line = (f'peer: {module} is not importable by {args.peer_python}; '
               + ('pip install torch==2.13.0+cpu (benchmarks/README.md)' if module == 'torch'
-                 else f'pip install {module}') + '; running the lmjax side only')
+                 else f'pip install {module}') + '; running the lmjax side only of '
+              + ', '.join(c.name for c in cases if module in needs(c)))
       print(line, file=sys.stderr, flush=True)
       note.append(line)
     elif module == 'torch':
@@ -231,7 +297,8 @@ def main(argv=None):
   loads, failed = [], []
   for r in range(rounds):
     for c in cases:
-      sides = ['lmjax'] + (['peer'] if peer_ok[c.peer_needs] else [])
+      has_peer = all(peer_ok[m] for m in needs(c))
+      sides = ['lmjax'] + (['peer'] if has_peer else [])
       if r % 2:
         sides.reverse()
       for side in sides:
@@ -246,10 +313,12 @@ def main(argv=None):
           failed.append(f'{c.name} {side}: {err}')
           print(f'  failed: {err}', file=sys.stderr, flush=True)
         results[c.name][side].append(row)
-      if not peer_ok[c.peer_needs]:
+      if not has_peer:
         results[c.name]['peer'].append(None)
 
-  text = table(cases, results, loads, note)
+  checks, mismatched = agreement(cases, results)
+  failed += mismatched
+  text = table(cases, results, loads, note + checks)
   if failed:
     text += 'Failed:\n' + ''.join(f'- {f}\n' for f in failed)
   print(text, end='', flush=True)

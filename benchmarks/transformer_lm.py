@@ -106,26 +106,53 @@ def xla_flops(compiled) -> float:
   return float(cost.get('flops', 0.0)) if cost else 0.0
 
 
+def random_batch(spec: dict, vocab_size: int, seed: int = 0) -> dict:
+  """A fixed random host batch with every key of a task's batch spec, all positions real.
+
+  Language models: inputs and targets are one random token stream shifted by one. Translation
+  (a 'decoder_inputs' key): a random source row and a random target row per batch row, the
+  decoder input being the target shifted right; packed keys say one pair per row
+  (segmentation 1 everywhere, positions 0..L-1). Weights are 1 everywhere (every target
+  counts) and 'reset' (truncated BPTT) is 0.
+  """
+  b, t = spec['inputs'].shape
+  rng = np.random.default_rng(seed)
+  data = rng.integers(0, vocab_size, size=(b, t + 1)).astype(np.int32)
+  fill = {'inputs': data[:, :-1], 'targets': data[:, 1:]}
+  if 'decoder_inputs' in spec:
+    fill = {'inputs': rng.integers(0, vocab_size, size=(b, t)).astype(np.int32),
+            'decoder_inputs': data[:, :-1], 'targets': data[:, 1:]}
+  batch = {}
+  for k, s in spec.items():
+    if k in fill:
+      batch[k] = fill[k]
+    elif k in ('weights', 'reset'):
+      batch[k] = (np.ones if k == 'weights' else np.zeros)(s.shape, s.dtype)
+    elif k.endswith('_segmentation'):  # one segment (sentence pair) per row
+      batch[k] = np.ones(s.shape, s.dtype)
+    elif k.endswith('_position'):  # positions 0..L-1 of that one segment
+      batch[k] = np.broadcast_to(np.arange(s.shape[-1], dtype=s.dtype), s.shape).copy()
+    else:
+      raise ValueError(f'batch key {k!r}: no random fill for it')
+  return batch
+
+
 class TrainStep:
   """The trainer's own jitted train step (lmjax.steps.prepare, donated state) on a fixed random
-  batch made from the task's batch spec, compiled ahead of time and warmed up by two steps."""
+  batch made from the task's batch spec (`random_batch`), compiled ahead of time and warmed up
+  by two steps. tokens_per_step is the batch's summed weights (the trainer's 'tokens')."""
 
   def __init__(self, config, vocab_size: int):
     config.mesh.update(data=1, fsdp=1, tensor=1)
     # The step count only sets the lr schedule's values; the shapes need no data.
     run = lmjax_steps.prepare(config, None, devices=jax.devices()[:1], vocab_size=vocab_size)
-    b, t = run.batch_spec['inputs'].shape
-    self.tokens_per_step = b * t
-    data = np.random.default_rng(0).integers(0, vocab_size, size=(b, t + 1)).astype(np.int32)
-    fill = {'inputs': data[:, :-1], 'targets': data[:, 1:]}
-    batch = {}
-    for k, s in run.batch_spec.items():
-      if k in fill:
-        batch[k] = fill[k]
-      elif k in ('weights', 'reset'):
-        batch[k] = (np.ones if k == 'weights' else np.zeros)(s.shape, s.dtype)
-      else:
-        raise ValueError(f'batch key {k!r} of task {config.task!r}: no random fill for it')
+    try:
+      batch = random_batch(run.batch_spec, vocab_size)
+    except ValueError as e:
+      raise ValueError(f'task {config.task!r}: {e}') from None
+    self.batch_shape = tuple(run.batch_spec['inputs'].shape)
+    self.tokens_per_step = int(batch['weights'].sum()) if 'weights' in batch else int(
+        np.prod(self.batch_shape))
     self.batch = run.put(batch)
     self.state = run.init(config.seed)
     # Distinct buffers (init_carry shares one zeros array between layers): the state is donated.

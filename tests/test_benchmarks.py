@@ -5,7 +5,10 @@ count must equal cost_analysis() of the step lmjax.steps.prepare compiles for th
 (a hand-built step with the same model and optimizer differs by ~1.4% at this size), and its
 analytic count must equal 6·N + 12·L·T·D per token, computed here from the config. Then
 benchmarks/compare.py --dry-run runs lmjax's scripts and their peers as separate processes and
-prints one table line per case (without torch, one line says so and the lmjax side still runs).
+prints one table line per case (without torch, one line says so and the lmjax side still runs);
+with the peers there, the translation cases give numbers on both sides and compare.py checks
+that their parameter counts agree (equal for training; for beam search, Marian's attention
+biases and missing final LayerNorms are the only, named, difference).
 
 The subprocesses inherit conftest's XLA compilation cache, so the compare run's train_fp32
 case reuses the first test's compile.
@@ -28,8 +31,10 @@ TINY = 'experiments/decoder_lm.py:tiny'
 # The same flags as compare.py --dry-run's train_fp32 case, so the compile is shared.
 TRAIN = ['benchmarks/transformer_lm.py', '--dtype=float32', f'--config={TINY}', '--no-mfu',
          '--steps=1', '--repeats=1', '--json']
-# One case per script and mode: transformer train, transformer decode, LSTM train.
-CASES = ('train_fp32', 'decode_b1', 'lstm_fp32')
+# One case per script and mode: transformer train, transformer decode, LSTM train,
+# translation train and beam search.
+CASES = ('train_fp32', 'decode_b1', 'lstm_fp32', 'mt_train_fp32', 'mt_beam4')
+PEER_NEEDS = {'mt_beam4': ('torch', 'transformers')}  # the others: torch
 
 
 def _run(argv: list, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -75,10 +80,20 @@ def test_compare_dry_run_prints_one_line_per_case(tmp_path):
   rows = [l for l in r.stdout.splitlines() if l.startswith('| ')][2:]  # past header, rule
   assert [l.split(':')[0][2:] for l in rows] == list(CASES), r.stdout
   has_torch = importlib.util.find_spec('torch') is not None
-  for line in rows:
+  has_peer = {c: all(importlib.util.find_spec(m) is not None
+                     for m in PEER_NEEDS.get(c, ('torch',))) for c in CASES}
+  numbers = {}
+  for case, line in zip(CASES, rows):
     cells = [x.strip() for x in line.strip('|').split('|')]
-    assert float(cells[1].replace(',', '')) > 0, line  # lmjax tokens/s
-    assert (cells[2] != '—') == has_torch, line  # the peer's, when torch is there
+    assert float(cells[1].replace(',', '')) > 0, line  # lmjax tokens/s (or sentences/s)
+    assert (cells[2] != '—') == has_peer[case], line  # the peer's, when torch is there
+    numbers[case] = cells[1:3]
   if not has_torch:
     assert 'pip install torch==2.13.0+cpu' in r.stdout
-  assert r.stderr.count('load ') == len(CASES) * (2 if has_torch else 1)
+  if has_peer['mt_train_fp32']:
+    assert all(float(x.replace(',', '')) > 0 for x in numbers['mt_train_fp32']), numbers
+    assert 'Parameters, mt_train_fp32: lmjax 24,320, peer 24,320 (equal).' in r.stdout
+  if has_peer['mt_beam4']:
+    assert all(float(x.replace(',', '')) > 0 for x in numbers['mt_beam4']), numbers
+    assert 'Parameters, mt_beam4: lmjax 24,320, peer 24,576 (peer: +384 q, k, v, out' in r.stdout
+  assert r.stderr.count('load ') == sum(2 if has_peer[c] else 1 for c in CASES)
