@@ -49,7 +49,7 @@ from typing import Optional
 
 from absl import flags
 
-from lmjax import cli, paths, sweeps
+from lmjax import cli, config_base, paths, sweeps
 from lmjax.errors import UserError
 
 flags.DEFINE_string('sweep', None, 'A sweep file (experiments/ablations/NAME.py[:arg]).')
@@ -287,7 +287,8 @@ def _candidates(where: str) -> list:
 def finished_config(workdir: str, splits: set) -> Optional[dict]:
   """The saved config of a workdir whose training finished, else None: its newest checkpoint
   step has a metrics.jsonl line for every split in `splits` (the eval and test reports the
-  trainer writes at the end), and is config.num_train_steps where that is set. An lmjax.ablate
+  trainer writes at the end), and is config.num_train_steps where that sets the length (no
+  num_epochs). An lmjax.ablate
   run counts only when its record says done."""
   from lmjax import checkpoint, sweep_report  # pylint: disable=g-import-not-at-top
   record = sweeps.read_record(workdir)
@@ -305,8 +306,21 @@ def finished_config(workdir: str, splits: set) -> Optional[dict]:
   lines = sweep_report.read_metrics(workdir)
   if any(not any(l.get('split') == sp and l.get('step') == step for l in lines) for sp in splits):
     return None
-  steps = meta['config'].get('num_train_steps') or 0
+  # With num_epochs the trainer's step count comes from the epoch length, not num_train_steps.
+  epochs = meta['config'].get('num_epochs') or 0
+  steps = 0 if epochs else meta['config'].get('num_train_steps') or 0
   return meta['config'] if not steps or steps == step else None
+
+
+def _with_defaults(saved: dict, defaults: dict, now: dict) -> dict:
+  """saved, with each field that it lacks and `now` has taken from defaults (recursively)."""
+  out = dict(saved)
+  for key, value in now.items():
+    if key not in out and key in defaults:
+      out[key] = defaults[key]
+    elif isinstance(out.get(key), dict) and isinstance(value, dict):
+      out[key] = _with_defaults(out[key], defaults.get(key) or {}, value)
+  return out
 
 
 def reuse(runs: list, sweep: sweeps.Sweep, sets: dict, places: list, flag: str,
@@ -324,13 +338,17 @@ def reuse(runs: list, sweep: sweeps.Sweep, sets: dict, places: list, flag: str,
     for wd in _candidates(os.path.abspath(place)):
       if wd not in found and not any(os.path.abspath(r.workdir) == wd for r in runs):
         found[wd] = finished_config(wd, splits)
+  # A field added to lmjax after a run was made is absent from its saved config; the run had
+  # that field's default behaviour, so it is compared as the default.
+  defaults = json.loads(config_base.base_config().to_json_best_effort())
   found = {wd: c for wd, c in found.items() if c is not None}
   reused = []
   for run in pending:
     config = sweeps.row_config(sweep, run.row, sets, flag, seed=run.seed)
     now = json.loads(config.to_json_best_effort())
     match = next((wd for wd, saved in found.items()
-                  if not checkpoint.config_changes(saved, now)), None)
+                  if not checkpoint.config_changes(_with_defaults(saved, defaults, now), now)),
+                 None)
     if match is None:
       continue
     shutil.copytree(match, run.workdir, ignore=shutil.ignore_patterns(sweeps.RECORD))

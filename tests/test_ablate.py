@@ -130,6 +130,45 @@ def test_a_sweep_stopped_midway_finishes_only_what_is_missing(tmp_path):
   assert got == [] and said == [] and not os.path.exists(other)
 
 
+def test_reuse_reads_an_old_run_by_todays_defaults_and_its_epochs(tmp_path, monkeypatch):
+  """A field added after a run was made (absent from its saved config) matches only its
+  default; a run trained by num_epochs is finished at its last step whatever num_train_steps
+  says, and one trained by num_train_steps only at that step."""
+  from lmjax import ablate, checkpoint, config_base  # pylint: disable=g-import-not-at-top
+  defaults = json.loads(config_base.base_config().to_json_best_effort())
+  now = json.loads(config_base.base_config().to_json_best_effort())
+  saved = json.loads(json.dumps(now))
+  del saved['data']['clean'], saved['nan_policy']
+  filled = ablate._with_defaults(saved, defaults, now)
+  assert checkpoint.config_changes(filled, now) == []
+  now['data']['clean']['lowercase'] = True  # today's run asks for something the old one lacked
+  assert checkpoint.config_changes(ablate._with_defaults(saved, defaults, now), now) == [
+      "config.data.clean.lowercase: False in the checkpoint, True now"]
+  # A field neither side of the comparison has is not invented.
+  del now['nan_policy']
+  assert 'nan_policy' not in ablate._with_defaults(saved, defaults, now)
+
+  class Manager:  # the newest checkpoint is step 42
+    def latest_step(self):
+      return 42
+
+    def close(self):
+      pass
+
+  config = {}
+  monkeypatch.setattr(checkpoint, 'manager', lambda *a, **k: Manager())
+  monkeypatch.setattr(checkpoint, 'read_meta', lambda m, step: {'config': config})
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.write(json.dumps({'step': 42, 'split': 'eval', 'ppl': 3.0}) + '\n')
+  config.update(num_epochs=2, num_train_steps=10)
+  assert ablate.finished_config(str(tmp_path), {'eval'}) == config
+  config.update(num_epochs=0)
+  assert ablate.finished_config(str(tmp_path), {'eval'}) is None
+  config.update(num_train_steps=42)
+  assert ablate.finished_config(str(tmp_path), {'eval'}) == config
+  assert ablate.finished_config(str(tmp_path), {'eval', 'test'}) is None  # no test report
+
+
 # --------------------------------------------------------------------------- hand-made runs
 
 
