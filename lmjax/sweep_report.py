@@ -61,6 +61,8 @@ def curve(lines: list[dict], split: str, key: str) -> dict:
 
 
 def num_params(workdir: str) -> Optional[int]:
+  """The parameter count the run's log.txt states, else (a workdir made outside lmjax.ablate)
+  the sum over the newest checkpoint's saved parameter shapes."""
   try:
     with open(os.path.join(workdir, 'log.txt'), encoding='utf-8', errors='replace') as f:
       for line in f:
@@ -69,7 +71,15 @@ def num_params(workdir: str) -> Optional[int]:
           return int(m.group(1).replace(',', ''))
   except OSError:
     pass
-  return None
+  steps = [int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+           if d.isdigit()] if os.path.isdir(os.path.join(workdir, 'checkpoints')) else []
+  if not steps:
+    return None
+  from lmjax import checkpoint  # pylint: disable=g-import-not-at-top  (orbax, only here)
+  layout = checkpoint.saved_layout(os.path.join(workdir, 'checkpoints', str(max(steps))))
+  if not layout:
+    return None
+  return sum(int(np.prod(shape)) for name, shape in layout.items() if name.startswith('params/'))
 
 
 def short_config(spec: str) -> str:

@@ -120,6 +120,11 @@ def test_a_sweep_stopped_midway_finishes_only_what_is_missing(tmp_path):
     assert _record(again, n)['status'] == 'done'
   table_again = json.load(open(os.path.join(again, 'results.json')))
   assert [r['per_seed'] for r in table_again['rows']] == [r['per_seed'] for r in table['rows']]
+  # The clean workdir has no lmjax.ablate log.txt: its parameter count comes from the
+  # checkpoint's saved shapes, and equals the count the trainer logged for the same config.
+  assert not os.path.exists(tmp_path / 'clean' / 'log.txt')
+  assert [r['params'] for r in table_again['rows']] == [r['params'] for r in table['rows']]
+  assert all(r['params'] for r in table['rows'])
   # A config that differs in one field (log_every) is not a match: nothing is copied.
   from lmjax import ablate  # pylint: disable=g-import-not-at-top
   sweep = sweeps.load(TINY)
