@@ -386,7 +386,9 @@ def main(argv):
     for run in runs:
       rec = run.record()
       note = f'  {rec.get("error", "")}' if rec.get('status') == 'failed' else ''
-      print(f'{status(run):<12} {run.name:<40} {rec.get("wall_s", 0):8.0f}s{note}')
+      wall = rec.get('wall_s')  # None: reused from a workdir lmjax.ablate did not run
+      print(f'{status(run):<12} {run.name:<40} '
+            + (f'{wall:8.0f}s' if wall is not None else f'{"-":>8} ') + note)
     sweep_report.write(sweep, runs, root, say=print, partial=True)
     return
   sweeps.check(sweep, FLAGS.sweep, sets)

@@ -9,6 +9,7 @@ column and the plots are checked on hand-made run directories against numpy and 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +126,10 @@ def test_a_sweep_stopped_midway_finishes_only_what_is_missing(tmp_path):
   assert not os.path.exists(tmp_path / 'clean' / 'log.txt')
   assert [r['params'] for r in table_again['rows']] == [r['params'] for r in table['rows']]
   assert all(r['params'] for r in table['rows'])
+  # --status lists a reused run with no recorded wall time (it was not run by lmjax.ablate).
+  status = _ablate(f'--sweep={TINY}', f'--root={again}', '--status')
+  assert status.returncode == 0, status.stderr[-2000:]
+  assert re.search(rf'done +{re.escape(resumed)} +- *\n', status.stdout), status.stdout
   # A config that differs in one field (log_every) is not a match: nothing is copied.
   from lmjax import ablate  # pylint: disable=g-import-not-at-top
   sweep = sweeps.load(TINY)
