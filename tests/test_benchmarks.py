@@ -97,3 +97,19 @@ def test_compare_dry_run_prints_one_line_per_case(tmp_path):
     assert all(float(x.replace(',', '')) > 0 for x in numbers['mt_beam4']), numbers
     assert 'Parameters, mt_beam4: lmjax 24,320, peer 24,576 (peer: +384 q, k, v, out' in r.stdout
   assert r.stderr.count('load ') == sum(2 if has_peer[c] else 1 for c in CASES)
+
+
+def test_profile_sums_the_steps_thunks_by_kind():
+  """benchmarks/profile.py traces the same tiny step: the dots are there (YNNPACK fusions or
+  dot thunks), the categories partition the busy time, and two threads cannot be busy for
+  more than about twice the traced wall time."""
+  r = _run(['benchmarks/profile.py', f'--config={TINY}', '--steps=2', '--json'])
+  assert r.returncode == 0, r.stderr[-3000:]
+  row = json.loads(r.stdout.strip().splitlines()[-1])
+  kinds = row['kinds']
+  assert any(k.startswith(('ynn_fusion', 'dot')) for k in kinds), sorted(kinds)
+  assert not any(k.startswith(('PjitFunction', 'np.', 'while')) for k in kinds), sorted(kinds)
+  assert abs(sum(row['categories'].values()) - 1.0) < 1e-6, row['categories']
+  assert row['categories']['matmul'] > 0.1, row['categories']
+  busy = sum(v['ms_per_unit'] for v in kinds.values())
+  assert 0 < busy <= 2.5 * row['wall_ms_per_unit'], (busy, row['wall_ms_per_unit'])
