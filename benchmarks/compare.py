@@ -22,7 +22,7 @@ Default cases (the PyTorch peers, benchmarks/torch_*.py):
   mt_beam4     translation.py --beam: beam 4, batch 100, random-init parameters, the 1,000
                test_2016_flickr.en sources (benchmarks/mt_sources.py: the same token ids on both
                sides), sentences/s, vs torch_translation.py --beam (transformers MarianMTModel
-               .generate(num_beams=4) at the same sizes); at most 2 repeats per process
+               .generate(num_beams=4) at the same sizes); one timed pass per process (a pass is minutes)
 Opt-in cases (--cases=NAME,... or --cases=all), with their own drivers' child processes:
   encoder_finetune, encoder_embed   benchmarks/encoder.py (needs --model_dir, the `verify` extra)
   word2vec                          benchmarks/word2vec.py vs gensim (WikiText-2 in ../shared)
@@ -108,7 +108,7 @@ CASES = [
          ('translation.py', '--beam', f'--source={MT_TEST}'),
          ('torch_translation.py', '--beam', f'--source={MT_TEST}'), (TINY_MT, *BEAM_TINY),
          ('--tiny', *BEAM_TINY), timing='generate', metric='sentences_per_s',
-         peer_needs='torch,transformers', max_repeats=2),
+         peer_needs='torch,transformers', max_repeats=1),
     Case('encoder_finetune', 'BERT (MiniLM) fine-tuning step vs transformers',
          ('encoder.py', '--role=finetune:lmjax'), ('encoder.py', '--role=finetune:torch'),
          timing='', peer_needs='transformers', extra=True),
