@@ -100,10 +100,10 @@ def test_compare_dry_run_prints_one_line_per_case(tmp_path):
 
 
 def test_profile_sums_the_steps_thunks_by_kind():
-  """benchmarks/profile.py traces the same tiny step: the dots are there (YNNPACK fusions or
+  """benchmarks/thunk_profile.py traces the same tiny step: the dots are there (YNNPACK fusions or
   dot thunks), the categories partition the busy time, and two threads cannot be busy for
   more than about twice the traced wall time."""
-  r = _run(['benchmarks/profile.py', f'--config={TINY}', '--steps=2', '--json'])
+  r = _run(['benchmarks/thunk_profile.py', f'--config={TINY}', '--steps=2', '--json'])
   assert r.returncode == 0, r.stderr[-3000:]
   row = json.loads(r.stdout.strip().splitlines()[-1])
   kinds = row['kinds']

@@ -8,12 +8,12 @@ op's name without its numeric suffix (`ynn_fusion` for the YNNPACK dot fusions, 
 traced wall time per step, with how many events of that kind run per step (per generated token
 for decoding).
 
-  PYTHONPATH=. python benchmarks/profile.py --config=experiments/decoder_lm.py:bench
-  PYTHONPATH=. python benchmarks/profile.py --config=experiments/decoder_lm.py:bench --dtype bfloat16
-  PYTHONPATH=. python benchmarks/profile.py --config=experiments/ptb_lstm.py:medium --vocab 10000
-  PYTHONPATH=. python benchmarks/profile.py --config=experiments/multi30k_transformer.py:small
-  PYTHONPATH=. python benchmarks/profile.py --generate --batch 1      # decoder_lm.py:bench
-  PYTHONPATH=. python benchmarks/profile.py --config=experiments/decoder_lm.py:tiny --json
+  PYTHONPATH=. python benchmarks/thunk_profile.py --config=experiments/decoder_lm.py:bench
+  PYTHONPATH=. python benchmarks/thunk_profile.py --config=experiments/decoder_lm.py:bench --dtype bfloat16
+  PYTHONPATH=. python benchmarks/thunk_profile.py --config=experiments/ptb_lstm.py:medium --vocab 10000
+  PYTHONPATH=. python benchmarks/thunk_profile.py --config=experiments/multi30k_transformer.py:small
+  PYTHONPATH=. python benchmarks/thunk_profile.py --generate --batch 1      # decoder_lm.py:bench
+  PYTHONPATH=. python benchmarks/thunk_profile.py --config=experiments/decoder_lm.py:tiny --json
 
 Shares are robust to a shared machine's load where absolute times are not. The events are the
 thunks XLA runs on the calling thread and its pool; a thunk split over both cores counts once
