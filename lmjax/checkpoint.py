@@ -29,6 +29,7 @@ import json
 import logging as py_logging
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -71,7 +72,27 @@ def manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
     kw = dict(max_to_keep=max_to_keep)
   options = ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=async_save,
                                          cleanup_tmp_directories=create, **kw)
-  return ocp.CheckpointManager(directory, options=options)
+  return _Manager(directory, options=options)
+
+
+_WARNED_METRICS = set()
+
+
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager, except that a step whose metrics file is damaged counts as a step without
+  metrics (one warning naming the file) instead of failing every open of the workdir: orbax
+  reads each step's metrics when it opens the directory, and those only rank the best step."""
+
+  def _get_metrics(self, step: int):
+    try:
+      return super()._get_metrics(step)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+      where = os.path.join(os.fspath(self.directory), str(step), 'metrics')
+      if where not in _WARNED_METRICS:
+        _WARNED_METRICS.add(where)
+        _warn(f'{where} is unreadable ({_first_line(e)}); step {step} is kept but cannot rank '
+              'as the best checkpoint')
+      return None
 
 
 def step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
@@ -235,9 +256,14 @@ def _warn(msg: str) -> None:
     print(f'warning: {msg}', file=sys.stderr, flush=True)
 
 
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return f'{type(e).__name__}: {text[0][:160] if text else ""}'
+def _first_line(e: BaseException, limit: int = 160) -> str:
+  """'Type: the first line of the message', without TensorStore's pointer to its details (a
+  bound-method repr) and cut at a word boundary."""
+  text = (str(e).strip().splitlines() or [''])[0]
+  text = re.split(r'\.? *See full TensorStore details', text)[0].strip()
+  if len(text) > limit:
+    text = text[:limit].rsplit(' ', 1)[0].rstrip(' ,;:(') + ' ...'
+  return f'{type(e).__name__}: {text}'
 
 
 def config_changes(saved: dict, now: dict, prefix: str = 'config') -> list[str]:
@@ -300,7 +326,7 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
         bad.append((step, f'meta unreadable ({_first_line(e)})'))
         continue
       check_meta(meta, vocab_size, fingerprint, where)
-      _check_layout(mngr, step, meta, abstract_state, config_now, where)
+      changes = _check_layout(mngr, step, meta, abstract_state, config_now, where)
       try:
         out = mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -319,6 +345,8 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
                 + (f'; moved it to {aside}' if move_bad else ''))
         if move_bad:
           _move_aside(mngr, [b for b, _ in bad], aside)
+      if changes and jax.process_index() == 0:  # the restored step's, once
+        print(f'resuming with a changed config: {"; ".join(changes)}', flush=True)
       return step, out.state, out.data
     tried = ', '.join(str(b) for b, _ in bad)
     advice = ('nothing was deleted: move the checkpoints directory away to start from scratch'
@@ -328,7 +356,9 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state: Any,
 
 
 def _check_layout(mngr, step: int, meta: dict, abstract_state: Any,
-                  config_now: Optional[dict], where: str) -> None:
+                  config_now: Optional[dict], where: str) -> list:
+  """The config fields that differ from the step's; UserError if its state has another
+  layout (another model or optimizer)."""
   changes = config_changes(meta.get('config') or {}, config_now) if config_now else []
   saved = saved_layout(step_dir(mngr, step))
   if saved is not None and saved != _layout(abstract_state):
@@ -336,8 +366,7 @@ def _check_layout(mngr, step: int, meta: dict, abstract_state: Any,
                                      else '') if changes else 'the config fields are the same'
     raise UserError(f'{where}: checkpoint step {step} holds the state of another model or '
                     f'optimizer ({what}); use another workdir, or restore those fields')
-  if changes and jax.process_index() == 0:
-    print(f'resuming with a changed config: {"; ".join(changes)}', flush=True)
+  return changes
 
 
 _quiet_lock = threading.Lock()
@@ -473,15 +502,22 @@ def _load_tokenizer(workdir: str, mngr, step: int, meta: dict):
     else:  # a readable tokenizer of another run is the user's to sort out: refuse
       check_meta(meta, tok.vocab_size, tok.fingerprint(), tok_dir)
       return tok
-  try:
-    with _quiet_closed_loop_callbacks():
-      payload = mngr.restore(step, args=ocp.args.Composite(
-          tokenizer=ocp.args.JsonRestore())).tokenizer
-  except Exception:  # pylint: disable=broad-except
-    raise UserError(f'--workdir {workdir}: {tok_dir} is {problem} and checkpoint step {step} '
-                    'holds no tokenizer copy') from None
-  if problem != 'missing':
-    _warn(f'{tok_dir} is {problem}; using the copy saved in checkpoint step {step}')
+  # The newest step's copy, else an older step's (every step saves the run's one tokenizer;
+  # check_meta below holds whichever is read to the checkpoint's vocabulary).
+  tried = [step] + [s for s in sorted(mngr.all_steps(), reverse=True) if s < step]
+  payload = None
+  for s in tried:
+    try:
+      with _quiet_closed_loop_callbacks():
+        payload = mngr.restore(s, args=ocp.args.Composite(
+            tokenizer=ocp.args.JsonRestore())).tokenizer
+      break
+    except Exception:  # pylint: disable=broad-except
+      continue
+  if payload is None:
+    raise UserError(f'--workdir {workdir}: {tok_dir} is {problem} and no checkpoint holds a '
+                    f'readable copy of it (tried steps {", ".join(map(str, tried))})')
+  _warn(f'{tok_dir} is {problem}; using the copy saved in checkpoint step {s}')
   with tempfile.TemporaryDirectory() as d:
     write_tokenizer_files(payload, d)
     return tokenizers.load_tokenizer(d)

@@ -261,10 +261,13 @@ def test_checksum_mismatch_falls_back(tmp_path, capsys):
   meta['checksum'][0] ^= 1
   path.write_text(json.dumps(meta))
   abstract = {'w': jax.ShapeDtypeStruct((4,), np.float32, sharding=sh)}
-  step, st, data = checkpoint.restore_good(mngr, abstract, csum, 5, 'fp', 'here')
+  step, st, data = checkpoint.restore_good(mngr, abstract, csum, 5, 'fp', 'here',
+                                           config_now={'seed': 3})
   assert step == 1 and data == {'epoch': 0, 'index': 1} and np.all(np.asarray(st['w']) == 1)
-  err = capsys.readouterr().err
+  out, err = capsys.readouterr()
   assert 'checkpoint step 2' in err and 'checksum' in err and 'falling back to step 1' in err
+  # The config changes are those of the step restored, said once (not once per step tried).
+  assert out.count('resuming with a changed config: config.seed') == 1, out
   assert os.listdir(tmp_path / 'checkpoints_bad') and mngr.all_steps() == [1]
 
 
