@@ -8,7 +8,8 @@ run in miniature (jax.distributed over 127.0.0.1, gloo collectives).
 Every argument the launcher does not know (or everything after `--`) goes to
 `python -m lmjax.main`, followed by --coordinator_address=127.0.0.1:PORT --num_processes=N
 --process_id=i. Each process gets XLA_FLAGS=--xla_force_host_platform_device_count=M and
-JAX_PLATFORMS=cpu (and this checkout on PYTHONPATH). Output lines are prefixed with [i].
+JAX_PLATFORMS=cpu (and this checkout on PYTHONPATH). Output lines are prefixed with [i];
+Gloo's connection lines are dropped unless lmjax.main gets --verbose or --debug.
 The launcher waits for all processes; when one fails it stops the others and exits with that
 status; past --timeout seconds it stops them all and exits 124. --port=0 picks a free port.
 
@@ -70,8 +71,15 @@ def commands(args, user_args: list[str], port: int) -> list[list[str]]:
           for i in range(args.num_processes)]
 
 
-def _pump(i: int, stream) -> None:
+# Gloo prints one line per connection it makes (no log level controls it); lmjax.main's
+# --verbose or --debug, passed through, shows them.
+_GLOO_CONNECTED = re.compile(r'^\[Gloo\] Rank \d+ is connected to \d+ peer ranks')
+
+
+def _pump(i: int, stream, quiet: bool = True) -> None:
   for line in stream:
+    if quiet and _GLOO_CONNECTED.match(line):
+      continue
     sys.stdout.write(f'[{i}] {line}')
     sys.stdout.flush()
 
@@ -123,7 +131,9 @@ def launch(args, user_args: list[str]) -> int:
       p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, start_new_session=True)
       procs.append(p)
-      t = threading.Thread(target=_pump, args=(i, p.stdout), daemon=True)
+      quiet = not any(a.split('=')[0] in ('--verbose', '--debug') and not
+                      a.endswith(('=false', '=0')) for a in user_args)
+      t = threading.Thread(target=_pump, args=(i, p.stdout, quiet), daemon=True)
       t.start()
       pumps.append(t)
     start = time.time()

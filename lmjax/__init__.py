@@ -1,3 +1,23 @@
 """lmjax: language modelling and machine translation in JAX/Flax."""
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _native_logs_wanted(argv: list) -> bool:
+  """--verbose or --debug among an entry point's flags (absl's spellings)."""
+  for arg in argv:
+    name, _, value = arg.partition('=')
+    if name in ('--verbose', '--debug') and value.lower() not in ('false', '0'):
+      return True
+  return False
+
+
+# An entry point (python -m lmjax.X) hides XLA's and Gloo's C++ warnings (SPMD
+# rematerialisation notes, connection lines) unless --verbose or --debug: TSL reads
+# TF_CPP_MIN_LOG_LEVEL once, when jaxlib loads, so it is set here, before anything imports jax
+# (lmjax.cli hides the Python-side notices once the flags are parsed).
+if _sys.argv[:1] == ['-m'] and not _native_logs_wanted(_sys.argv[1:]):
+  _os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

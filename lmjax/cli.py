@@ -347,6 +347,12 @@ def lock_workdir(path: str) -> None:
   _LOCKS.append(fd)
 
 
+def _not_orbax(record: py_logging.LogRecord) -> bool:
+  """A logging filter: drop orbax's own log lines (absl logging, below CRITICAL)."""
+  where = record.pathname.replace(os.sep, '/')
+  return record.levelno >= py_logging.CRITICAL or '/orbax/' not in where
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with UserError -> one line on stderr and exit status 2."""
 
@@ -365,11 +371,12 @@ def run(main: Callable[[list[str]], None]) -> None:
       logging.set_verbosity(logging.WARNING)
       py_logging.getLogger().setLevel(py_logging.WARNING)
     if not (flags.FLAGS.verbose or flags.FLAGS.debug):
-      # XLA's and Gloo's C++ warnings (SPMD rematerialisation notes, connection lines) go
-      # through TSL logging, read when the backend starts (after flag parsing); sacreBLEU warns
-      # on every tokenized reference set, as the synthetic corpus is.
-      os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+      # sacreBLEU warns on every tokenized reference set, as the synthetic corpus is; orbax logs
+      # an error line for each checkpoint file it cannot parse, which lmjax reports itself (the
+      # step skipped, the one used). XLA's and Gloo's C++ warnings are hidden by
+      # lmjax/__init__.py, before jax loads.
       py_logging.getLogger('sacrebleu').setLevel(py_logging.ERROR)
+      py_logging.getLogger('absl').addFilter(_not_orbax)
     if not flags.FLAGS.debug:
       quiet_unretrieved_read_errors()
     try:
@@ -383,7 +390,12 @@ def run(main: Callable[[list[str]], None]) -> None:
       if flags.FLAGS.debug:
         raise
       print(f'interrupted: {e}' if str(e) else 'interrupted', file=sys.stderr)
-      sys.exit(130)
+      # Out at once, without the interpreter's teardown: an interrupted decode leaves XLA's
+      # threads running, and finalizing under them crashed translate (2 of 5 tries). Training
+      # has checkpointed before it raises; nothing else here holds unwritten output.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(130)
 
   # JAX logs at INFO while importing (e.g. the missing TPU runtime); keep start-up quiet.
   py_logging.getLogger('jax._src.xla_bridge').setLevel(py_logging.WARNING)

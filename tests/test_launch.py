@@ -180,6 +180,8 @@ STUB_MAIN = '''
 import os, sys, time
 pid = [a for a in sys.argv if a.startswith('--process_id=')][0].split('=')[1]
 print('devices', os.environ['XLA_FLAGS'].split('=')[-1], 'id', pid, flush=True)
+print(f'[Gloo] Rank {pid} is connected to 2 peer ranks. Expected number of connected peer '
+      'ranks is : 2', flush=True)
 if '--fail' in sys.argv and pid == '1':
   sys.exit(3)
 if '--sleep' in sys.argv:
@@ -189,6 +191,7 @@ if '--sleep' in sys.argv:
 
 @pytest.mark.parametrize('extra,code,message', [
     ((), 0, None),
+    (('--verbose',), 0, None),
     (('--fail', '--sleep'), 3, 'error: process 1 exited with status 3; stopped the others'),
     (('--sleep', '--timeout=1'), 124, 'error: timed out after 1s; stopped all 3 processes'),
 ])
@@ -200,7 +203,10 @@ def test_local_runs_waits_and_stops(tmp_path, extra, code, message):
   assert r.returncode == code, r.stderr
   lines = sorted(r.stdout.splitlines())
   if code == 0:
-    assert lines == [f'[{i}] devices 2 id {i}' for i in range(3)]
+    gloo = [f'[{i}] [Gloo] Rank {i} is connected to 2 peer ranks. Expected number of '
+            'connected peer ranks is : 2' for i in range(3)] if '--verbose' in extra else []
+    # Gloo's connection lines only with --verbose (passed through to the processes)
+    assert lines == sorted([f'[{i}] devices 2 id {i}' for i in range(3)] + gloo)
   else:  # the others may be stopped before they print (a loaded machine starts them slowly)
     assert set(lines) <= {f'[{i}] devices 2 id {i}' for i in range(3)}
   if message:
@@ -378,6 +384,13 @@ def launch_common():
      "--config.model.num_layers=eight: invalid literal for int() with base 10: 'eight'"),
     (['--config.logical_axis_rules=[]'],
      '--config.logical_axis_rules: a list field cannot be overridden on the command line'),
+    # The model's dimensions against the mesh and the field ranges, as lmjax.main checks them.
+    (['--config.mesh.fsdp=1', '--config.mesh.tensor=32'],
+     "config.model.num_heads=16 is not divisible by config.mesh.tensor=32 "
+     "(config.logical_axis_rules shard 'heads' over tensor): change one of them "
+     f'({V5P_64})'),
+    (['--config.optimizer.learning_rate=-1'],
+     f'config.optimizer.learning_rate=-1.0: must be >= 0 ({V5P_64})'),
 ])
 def test_plan_refuses_in_one_line(launch_common, capsys, overrides, error):
   with pytest.raises(SystemExit) as e:
