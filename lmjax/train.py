@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from lmjax import checkpoint, cli, metrics, models, paths, preemption, steps
-from lmjax.errors import UserError, first_line
+from lmjax.errors import UserError, first_line, warnings_after_checks
 
 def _say(*args) -> None:
   """Progress for the user, from process 0 only."""
@@ -82,27 +82,32 @@ def train_and_evaluate(config: Any, workdir: str, devices: Any = None) -> dict:
   """
   is_main = jax.process_index() == 0
   ck = config.checkpoint
-  _restore_tokenizer_copy(workdir)
-  run = steps.prepare(config, workdir, devices)
-  task, tok = run.task, run.task.tokenizer
-  train_iter = task.train_iterator()
-  eval_every = config.eval_every if config.eval_every > 0 else task.steps_per_epoch
-  state_checksum = checkpoint.checksum_fn(run.state_sharding['step'])
+  # Warnings about the input (changed training text, a smaller vocabulary) wait until the data
+  # and the checkpoint have passed their checks: a refused run prints its error line only.
+  with warnings_after_checks():
+    _restore_tokenizer_copy(workdir)
+    run = steps.prepare(config, workdir, devices)
+    task, tok = run.task, run.task.tokenizer
+    train_iter = task.train_iterator()
+    eval_every = config.eval_every if config.eval_every > 0 else task.steps_per_epoch
+    state_checksum = checkpoint.checksum_fn(run.state_sharding['step'])
 
-  # --- state: restore the newest intact checkpoint, warm start, or initialise ---
-  mngr = checkpoint.manager(workdir, ck.max_to_keep, ck.async_save,
-                            best_metric=ck.best_metric, best_mode=ck.best_mode)
-  if mngr.all_steps():
-    step0, state, data_state = checkpoint.restore_good(
-        mngr, run.abstract_state(), state_checksum, tok.vocab_size, tok.fingerprint(),
-        f'workdir {workdir}', checkpoint.meta(config, tok)['config'])
-    train_iter.set_state(data_state)
+    # --- state: restore the newest intact checkpoint, warm start, or initialise ---
+    mngr = checkpoint.manager(workdir, ck.max_to_keep, ck.async_save,
+                              best_metric=ck.best_metric, best_mode=ck.best_mode)
+    step0 = None
+    if mngr.all_steps():
+      step0, state, data_state = checkpoint.restore_good(
+          mngr, run.abstract_state(), state_checksum, tok.vocab_size, tok.fingerprint(),
+          f'workdir {workdir}', checkpoint.meta(config, tok)['config'])
+      train_iter.set_state(data_state)
+    else:
+      state = run.init()
+      if config.init_from or config.model.get('init_embeddings'):
+        from lmjax import warm_start  # pylint: disable=g-import-not-at-top
+        state = warm_start.warm_start(run, state, config, _say)
+  if step0 is not None:
     _say(f'resuming from step {step0}: {checkpoint.step_dir(mngr, step0)}')
-  else:
-    state = run.init()
-    if config.init_from or config.model.get('init_embeddings'):
-      from lmjax import warm_start  # pylint: disable=g-import-not-at-top
-      state = warm_start.warm_start(run, state, config, _say)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state['params']))
   _say(f'model {config.model.name}: {n_params:,} parameters; mesh {dict(run.mesh.shape)}; '
        f'vocab {tok.vocab_size}; {task.describe(train_iter)}, {task.steps_per_epoch:,} steps '

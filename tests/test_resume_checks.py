@@ -55,3 +55,15 @@ def test_changed_model_is_one_line_listing_the_fields_and_changed_data_warns(tmp
   assert 'training text differs' in warn[0] and str(tmp_path / 'a.txt') in warn[0]
   assert 'resuming from step 2' in more.stdout
   assert 'config.num_train_steps: 2 in the checkpoint, 3 now' in more.stdout
+
+  # Other training text that is refused (too short for one batch): its error line alone, not
+  # the changed-text warning before it; nothing written.
+  (tmp_path / 'short.txt').write_text('a b\nc d\n')
+  before = listing(wd)
+  short = main(wd, f'--config.data.train={tmp_path / "short.txt"}', *data,
+               '--config.num_train_steps=4')
+  assert short.returncode == 2, short.stderr[-3000:]
+  lines = short.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and 'too few' in lines[0], \
+      short.stderr[-3000:]
+  assert listing(wd) == before

@@ -21,7 +21,6 @@ deterministic and expose get_state()/set_state() so that a checkpoint can resume
 import dataclasses
 import hashlib
 import json
-import sys
 from typing import Any, Iterator, Optional
 
 import jax
@@ -29,7 +28,7 @@ import numpy as np
 
 from lmjax import paths
 from lmjax.data import clean, synthetic, text, tokenizers
-from lmjax.errors import UserError
+from lmjax.errors import UserError, warn
 
 
 @dataclasses.dataclass
@@ -120,16 +119,16 @@ def check_training_text(saved: str, lines: list[str], cfg: Any) -> None:
     return
   was = json.loads(paths.read_text(path))
   if was.get('sha256') != _text_digest(lines):
-    print(f'warning: {_training_source(cfg)}: the training text differs from the text the '
-          f'vocabulary in {saved} was built from ({was.get("source")}, {was.get("lines"):,} '
-          f'lines; now {len(lines):,}); the run keeps that vocabulary (new words map to '
-          '<unk>): use a new workdir to build one from this text', file=sys.stderr, flush=True)
+    warn(f'{_training_source(cfg)}: the training text differs from the text the '
+         f'vocabulary in {saved} was built from ({was.get("source")}, {was.get("lines"):,} '
+         f'lines; now {len(lines):,}); the run keeps that vocabulary (new words map to '
+         '<unk>): use a new workdir to build one from this text')
 
 
 def warn_small_vocab(field: str, asked: int, got: int) -> None:
   if jax.process_index() == 0:
-    print(f'warning: {field}={asked:,}: the training text supports only {got:,} SentencePiece '
-          f'pieces; the vocabulary has {got:,}', file=sys.stderr, flush=True)
+    warn(f'{field}={asked:,}: the training text supports only {got:,} SentencePiece pieces; '
+         f'the vocabulary has {got:,}')
 
 
 def build_tokenizer(cfg: Any, train_lines: list[str], workdir: Optional[str]):
