@@ -32,13 +32,8 @@ PAD_MULTIPLE = 8
 def read_input(path: str | None) -> list[str]:
   """Lines of --input or standard input: UTF-8, BOM dropped, '\\r\\n' read as '\\n'."""
   from lmjax.data import text  # pylint: disable=g-import-not-at-top
-  what = f'--input {path}' if path else 'standard input'
-  data = text.read_bytes(path, '--input') if path else sys.stdin.buffer.read()
-  decoded = text.decode_text(data, what)
-  lines = text.split_lines(decoded)
-  if not lines:
-    raise UserError(f'{what} is empty: nothing to classify')
-  return lines
+  # The same reader and one-line errors as translate and embed (empty, blank-only, not UTF-8).
+  return text.read_lines(path, what='--input') if path else text.read_stdin_lines()
 
 
 def split_examples(lines: list[str], pairs: bool, what: str):

@@ -336,15 +336,18 @@ def _decode_fn(family: Any, beam_size: int, alpha: float, max_len: int, bos: int
 
 def decode_ids(family: Any, params: Any, sources: list, *, bos: int, eos: int,
                batch_size: int, beam_size: int, alpha: float, max_len_ratio: float,
-               max_len_offset: int, max_len: int | None) -> list[list[int]]:
+               max_len_offset: int, max_len: int | None,
+               line_numbers: list | None = None) -> list[list[int]]:
   """Token ids per source (each ending in eos) -> output ids per source, eos stripped.
 
   max_len bounds the source and output lengths in tokens (the model's positions); None: no
-  bound (a recurrent model). Longer sources are cut to max_len with one warning line.
+  bound (a recurrent model). Longer sources are cut to max_len with one warning line naming
+  them by line_numbers (default 1, 2, ...).
   """
   long = [(i, len(s)) for i, s in enumerate(sources) if max_len is not None and len(s) > max_len]
   if long and jax.process_index() == 0:
-    shown = ', '.join(f'line {i + 1}: {n} tokens' for i, n in long[:3])
+    number = (lambda i: line_numbers[i]) if line_numbers is not None else (lambda i: i + 1)
+    shown = ', '.join(f'line {number(i)}: {n} tokens' for i, n in long[:3])
     more = f' and {len(long) - 3} more' if len(long) > 3 else ''
     print(f'warning: {len(long)} source line(s) are longer than the model takes ({max_len} '
           f'tokens: {shown}{more}); translating their first {max_len} tokens',
@@ -374,15 +377,21 @@ def decode_ids(family: Any, params: Any, sources: list, *, bos: int, eos: int,
 
 def translate_lines(family: Any, params: Any, tok: Any, lines: list[str], decode_cfg: Any,
                     max_len: int | None = None) -> list[str]:
-  """Detokenized translations of `lines`. max_len: the longest source and output in tokens;
-  default the model's own limit (config.model.max_len), none for a recurrent model without one."""
+  """Detokenized translations of `lines`; a blank line translates to an empty one (the model
+  never saw an empty source). max_len: the longest source and output in tokens; default the
+  model's own limit (config.model.max_len), none for a recurrent model without one."""
   if max_len is None:
     from lmjax import models  # pylint: disable=g-import-not-at-top
     max_len = models.max_len(family)
   encode_source = getattr(tok, 'encode_source', tok.encode)  # separate source vocabulary
-  sources = [encode_source(line) + [tok.eos_id] for line in lines]
+  kept = [i for i, line in enumerate(lines) if line.strip()]
+  sources = [encode_source(lines[i]) + [tok.eos_id] for i in kept]
   ids = decode_ids(family, params, sources, bos=tok.bos_id, eos=tok.eos_id,
                    batch_size=int(decode_cfg.batch_size), beam_size=int(decode_cfg.beam_size),
                    alpha=float(decode_cfg.alpha), max_len_ratio=float(decode_cfg.max_len_ratio),
-                   max_len_offset=int(decode_cfg.max_len_offset), max_len=max_len)
-  return [tok.decode(row) for row in ids]
+                   max_len_offset=int(decode_cfg.max_len_offset), max_len=max_len,
+                   line_numbers=[i + 1 for i in kept]) if sources else []
+  out = [''] * len(lines)
+  for i, row in zip(kept, ids):
+    out[i] = tok.decode(row)
+  return out

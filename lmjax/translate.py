@@ -20,7 +20,9 @@ from lmjax import cli
 from lmjax.errors import UserError
 
 flags.DEFINE_string('workdir', None, 'A training workdir (checkpoints/ and tokenizer/).')
-flags.DEFINE_integer('beam_size', None, 'Beam size; 1 is greedy (default: config.decode).')
+DEFAULT_BEAM = 4
+flags.DEFINE_integer('beam_size', None, 'Beam size; 1 is greedy (default: config.decode, or '
+                     f'{DEFAULT_BEAM} where that is 0: a run that decoded nothing in the loop).')
 flags.DEFINE_float('alpha', None, 'Length penalty exponent (Wu et al. 2016).')
 flags.DEFINE_integer('batch_size', None, 'Sentences per decoding batch.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -35,9 +37,11 @@ def main(argv):
   from lmjax import checkpoint, decoding, metrics  # pylint: disable=g-import-not-at-top
   from lmjax.data import text  # pylint: disable=g-import-not-at-top
   from lmjax import config_schema  # pylint: disable=g-import-not-at-top
-  for name in ('beam_size', 'alpha', 'batch_size'):  # config.decode's rules, before any load
+  for name in ('alpha', 'batch_size'):  # config.decode's rules, before any load
     if getattr(FLAGS, name) is not None:
       config_schema.check_field(f'decode.{name}', getattr(FLAGS, name), name=f'--{name}')
+  if FLAGS.beam_size is not None and FLAGS.beam_size < 1:  # (config.decode allows 0: no BLEU)
+    raise UserError(f'--beam_size={FLAGS.beam_size}: must be at least 1 (1 is greedy)')
   if FLAGS.input:
     lines = text.read_lines(FLAGS.input, what='--input')
   else:
@@ -56,8 +60,8 @@ def main(argv):
   for name in ('beam_size', 'alpha', 'batch_size'):
     if getattr(FLAGS, name) is not None:
       dec[name] = getattr(FLAGS, name)
-  if dec.beam_size < 1:
-    raise UserError(f'--beam_size={dec.beam_size}: must be at least 1 (1 is greedy)')
+  if dec.beam_size < 1:  # the run decoded nothing inside its loop (config.decode.beam_size=0)
+    dec.beam_size = DEFAULT_BEAM
   t0 = time.time()
   hyps = decoding.translate_lines(family, params, tok, lines, dec)
   wall = time.time() - t0

@@ -59,3 +59,24 @@ def xla_flags(devices: int | None = None) -> str:
   default of one) and the tests' compile setting."""
   count = f'--xla_force_host_platform_device_count={devices} ' if devices else ''
   return count + XLA_TEST_FLAGS
+
+
+def signal_when(argv: list, ready, sig, *, env: dict, cwd: str, wait_s: float = 400,
+                timeout: float = 300):
+  """Starts argv, sends `sig` once ready() is true (polled every 0.2 s; the process must still
+  be running and wait_s not spent), and returns (returncode, stdout, stderr)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + wait_s
+    while not ready(proc):
+      assert proc.poll() is None and time.time() < deadline, proc.communicate()
+      time.sleep(0.2)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=timeout)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  return proc.returncode, out, err

@@ -13,13 +13,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from lmjax import sweep_report, sweeps
-from cli_checks import one_line_error, xla_flags
+from cli_checks import one_line_error, signal_when, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, 'experiments', 'ablations', 'tiny.py')
@@ -47,25 +46,14 @@ def _train_steps(workdir):
 def test_a_sweep_stopped_midway_finishes_only_what_is_missing(tmp_path):
   root = str(tmp_path / 'sweep')
   names = ['base/seed0', 'base/seed1', 'ff128/seed0', 'ff128/seed1']
-  proc = subprocess.Popen([sys.executable, '-m', 'lmjax.ablate', f'--sweep={TINY}',
-                           f'--root={root}', '--parallel=2'], cwd=REPO, env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    # Stop once the first two runs are done and the next two are inside their train loops.
-    deadline = time.time() + 400
-    while True:
-      done = [n for n in names if _record(root, n).get('status') == 'done']
-      training = [n for n in names[2:] if _train_steps(os.path.join(root, n))]
-      if len(done) >= 2 and training:
-        break
-      assert proc.poll() is None and time.time() < deadline, proc.communicate()
-      time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-  assert proc.returncode == 0, err[-3000:]
+  def ready(_):  # the first two runs done and the next two inside their train loops
+    done = [n for n in names if _record(root, n).get('status') == 'done']
+    return len(done) >= 2 and any(_train_steps(os.path.join(root, n)) for n in names[2:])
+
+  rc, out, err = signal_when([sys.executable, '-m', 'lmjax.ablate', f'--sweep={TINY}',
+                              f'--root={root}', '--parallel=2'], ready, signal.SIGTERM,
+                             env=_env(), cwd=REPO)
+  assert rc == 0, err[-3000:]
   assert 'stopped: the interrupted runs resume' in out, out
   first = {n: _record(root, n) for n in names}
   interrupted = [n for n in names if first[n].get('status') == 'interrupted']

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lmjax.data import synthetic, tokenizers
-from cli_checks import listing, one_line_error, xla_flags
+from cli_checks import listing, one_line_error, signal_when, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'experiments/synthetic_translation.py:tiny'
@@ -140,3 +140,26 @@ def test_library_notices_only_with_verbose():
                  for args in ((), ('--verbose',)))
   assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
   assert 'tokenized period' in loud.stderr and 'tokenized period' not in quiet.stderr
+
+
+def _cpu_seconds(pid: int) -> float:
+  fields = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')  # utime + stime
+
+
+def test_ctrl_c_while_decoding_is_one_line_and_130(trained, tmp_path):
+  """SIGINT once the decode has started (the process has spent its start-up CPU time): one
+  line and exit 130, not a crash while XLA's threads are still decoding."""
+  import signal  # pylint: disable=g-import-not-at-top
+  wd, _ = trained
+  src = tmp_path / 'many.txt'
+  short = [s for s, _ in synthetic.generate_pairs(6000, 5) if len(s.split()) <= 10]  # no cuts
+  src.write_text('\n'.join(short[:4000]) + '\n')
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=xla_flags(), JAX_PLATFORMS='cpu')
+  rc, out, err = signal_when(  # once past its imports, restore and first compiles
+      [sys.executable, '-m', 'lmjax.translate', f'--workdir={wd}', f'--input={src}',
+       '--beam_size=4'], lambda p: _cpu_seconds(p.pid) >= 6.0, signal.SIGINT, env=env,
+      cwd=REPO, wait_s=240, timeout=120)
+  assert rc == 130, (rc, err[-3000:])
+  assert err.strip().splitlines() == ['interrupted'], err[-3000:]
+  assert out == ''

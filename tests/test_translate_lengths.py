@@ -53,17 +53,37 @@ def test_a_source_past_the_limit_is_cut_with_one_warning(capsys):
   assert max(seen) == 16
 
 
-def test_translate_lines_defaults_to_the_models_limit():
-  family, params, seen = recording_family(max_len=40)
+class Tok:
+  """Token ids written as numbers."""
+  bos_id, eos_id = 1, 2
+  encode = staticmethod(lambda line: [int(w) for w in line.split()])
+  decode = staticmethod(lambda ids: ' '.join(map(str, ids)))
 
-  class Tok:
-    bos_id, eos_id = 1, 2
-    encode = staticmethod(lambda line: [int(w) for w in line.split()])
-    decode = staticmethod(lambda ids: ' '.join(map(str, ids)))
 
+def greedy_config():
   cfg = config_base.translation_config().decode
   cfg.update(beam_size=1, batch_size=2)
+  return cfg
+
+
+def test_translate_lines_defaults_to_the_models_limit():
+  family, params, seen = recording_family(max_len=40)
+  cfg = greedy_config()
   line = ' '.join(str(3 + i % 30) for i in range(36))  # 36 tokens + eos: within 40
   decoding.translate_lines(family, params, Tok(), [line], cfg)
   assert max(seen) >= 37
   np.testing.assert_equal(models.max_len(family), 40)
+
+
+def test_blank_lines_translate_to_empty_ones_and_keep_their_numbers(capsys):
+  """A blank source line comes out empty (it is not decoded), the others exactly as they
+  translate alone, and a cut line is named by its number in the input."""
+  family, params, _ = recording_family(max_len=16)
+  cfg = greedy_config()
+  long = ' '.join(str(3 + i % 30) for i in range(20))  # 21 tokens with eos: past 16
+  lines = ['5 6 7', '', long, '   ', '8 9']
+  out = decoding.translate_lines(family, params, Tok(), lines, cfg)
+  alone = decoding.translate_lines(family, params, Tok(), ['5 6 7', long, '8 9'], cfg)
+  assert out[1] == out[3] == '' and [out[0], out[2], out[4]] == alone
+  warns = [l for l in capsys.readouterr().err.splitlines() if l.startswith('warning')]
+  assert warns and all('line 3: 21 tokens' in w for w in warns[:1]), warns
