@@ -29,7 +29,8 @@ def get_config(arg: str = ''):
   c.log_every = 50
   c.eval_every = 200
   c.checkpoint.every = 200
-  c.data.update(vocab_size=200, max_source_len=48, max_target_len=48)
+  # 136: every piece SentencePiece can form from the synthetic corpus (asking for more warns)
+  c.data.update(vocab_size=136, max_source_len=48, max_target_len=48)
   c.model.update(d_model=128, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
                  d_ff=512, max_len=48, dropout_rate=0.0)
   c.optimizer.update(learning_rate=2e-3, warmup_steps=50)

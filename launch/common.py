@@ -283,6 +283,10 @@ def plan(config: str, overrides: Sequence[str], num_devices: int, devices_from: 
       raise errors.UserError(
           f'config.grad_accum_steps={accum}: config.batch_size={cfg.batch_size} must split '
           f'into {accum} microbatches that the data-parallel size {dp} divides')
+    # And every rule lmjax.main checks before it writes anything, but the data files (read on
+    # the pod): ranges and choices, the model's dimensions against the mesh axes.
+    from lmjax import config_schema  # pylint: disable=g-import-not-at-top
+    config_schema.check(cfg, num_devices=num_devices, data=False)
   except errors.UserError as e:
     fail(f'{e} ({devices_from})')
   except (KeyError, TypeError, ValueError) as e:
