@@ -71,14 +71,21 @@ def commands(args, user_args: list[str], port: int) -> list[list[str]]:
           for i in range(args.num_processes)]
 
 
-# Gloo prints one line per connection it makes (no log level controls it); lmjax.main's
-# --verbose or --debug, passed through, shows them.
-_GLOO_CONNECTED = re.compile(r'^\[Gloo\] Rank \d+ is connected to \d+ peer ranks')
+# Gloo prints a line per connection it makes to stdout, from several threads at once (so the
+# lines come interleaved), and no log level controls it; lmjax.main's --verbose or --debug,
+# passed through, shows them.
+_GLOO_PIECES = re.compile(r'\[Gloo\]|Rank|is connected to|peer ranks|Expected number of '
+                          r'connected|is :|[\d\s.:]')
+
+
+def _gloo_noise(line: str) -> bool:
+  """A line made only of pieces of Gloo's connection messages (or left blank by them)."""
+  return not _GLOO_PIECES.sub('', line)
 
 
 def _pump(i: int, stream, quiet: bool = True) -> None:
   for line in stream:
-    if quiet and _GLOO_CONNECTED.match(line):
+    if quiet and _gloo_noise(line):
       continue
     sys.stdout.write(f'[{i}] {line}')
     sys.stdout.flush()

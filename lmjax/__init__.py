@@ -15,9 +15,12 @@ def _native_logs_wanted(argv: list) -> bool:
   return False
 
 
-# An entry point (python -m lmjax.X) hides XLA's and Gloo's C++ warnings (SPMD
-# rematerialisation notes, connection lines) unless --verbose or --debug: TSL reads
-# TF_CPP_MIN_LOG_LEVEL once, when jaxlib loads, so it is set here, before anything imports jax
-# (lmjax.cli hides the Python-side notices once the flags are parsed).
+# An entry point (python -m lmjax.X) hides XLA's C++ warnings (SPMD rematerialisation notes)
+# unless --verbose or --debug: TSL reads TF_CPP_MIN_LOG_LEVEL once, when jaxlib loads, so it is
+# set here, before anything imports jax (lmjax.cli hides the Python-side notices once the flags
+# are parsed). A lower level inherited from a parent process is raised too: importing the
+# libraries sets it to 1 in a launcher's environment (launch/local.py's children got that).
 if _sys.argv[:1] == ['-m'] and not _native_logs_wanted(_sys.argv[1:]):
-  _os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  _level = _os.environ.get('TF_CPP_MIN_LOG_LEVEL', '')
+  if not (_level.isdigit() and int(_level) >= 2):
+    _os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'

@@ -27,8 +27,9 @@ def test_two_processes_match_one(tmp_path):
        '--timeout=300', '--', *ARGS, f'--workdir={tmp_path / "multi"}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=330)
   assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
-  single = subprocess.run(
-      [sys.executable, '-m', 'lmjax.main', *ARGS, f'--workdir={tmp_path / "single"}'],
+  single = subprocess.run(  # --verbose: the libraries' own notices too
+      [sys.executable, '-m', 'lmjax.main', *ARGS, f'--workdir={tmp_path / "single"}',
+       '--verbose'],
       cwd=REPO, env=dict(env, XLA_FLAGS=xla_flags(8)),
       capture_output=True, text=True, timeout=300)
   assert single.returncode == 0, single.stderr[-3000:]
@@ -38,3 +39,7 @@ def test_two_processes_match_one(tmp_path):
     assert abs(a - b) <= 1e-5 * abs(b), (ml, sl, me, se)
   # Only process 0 reports; both processes trained.
   assert '[0] done: 6 steps' in multi.stdout and '[1] done' not in multi.stdout
+  # XLA's SPMD notes on this mesh and Gloo's connection lines are shown with --verbose only.
+  assert 'SPMD' in single.stderr, single.stderr[-3000:]
+  assert 'SPMD' not in multi.stdout + multi.stderr and '[Gloo]' not in multi.stdout, \
+      multi.stdout[-3000:]
