@@ -64,11 +64,15 @@ def xla_flags(devices: int | None = None) -> str:
 def signal_when(argv: list, ready, sig, *, env: dict, cwd: str, wait_s: float = 400,
                 timeout: float = 300):
   """Starts argv, sends `sig` once ready() is true (polled every 0.2 s; the process must still
-  be running and wait_s not spent), and returns (returncode, stdout, stderr)."""
+  be running and wait_s not spent), and returns (returncode, stdout, stderr). The child starts
+  with `sig` at its default disposition, as from a shell: pytest-xdist's workers ignore SIGINT,
+  and a child inherits that (Python then installs no KeyboardInterrupt handler)."""
+  import signal  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
   try:
     deadline = time.time() + wait_s
     while not ready(proc):
