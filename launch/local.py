@@ -32,6 +32,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=wrong-import-position
 
+if common.REPO_ROOT not in sys.path:
+  sys.path.insert(0, common.REPO_ROOT)
+import lmjax  # pylint: disable=wrong-import-position  (jax-free: its __init__ only)
+
 
 def build_parser() -> common.Parser:
   p = common.Parser(prog='launch/local.py',
@@ -138,8 +142,7 @@ def launch(args, user_args: list[str]) -> int:
       p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, start_new_session=True)
       procs.append(p)
-      quiet = not any(a.split('=')[0] in ('--verbose', '--debug') and not
-                      a.endswith(('=false', '=0')) for a in user_args)
+      quiet = not lmjax.native_logs_wanted(user_args)
       t = threading.Thread(target=_pump, args=(i, p.stdout, quiet), daemon=True)
       t.start()
       pumps.append(t)
